@@ -1,0 +1,76 @@
+"""Settings: one object, read from a TOML file with `CARGOHOLD_*` environment overrides.
+
+Precedence, highest first: command-line options, environment, the TOML file, defaults.
+Nested keys in the environment use a double underscore: `CARGOHOLD_BLOB_STORE__PATH=/srv/blobs`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class BlobStoreSettings(BaseModel):
+    """Which blob store holds the bytes, and its parameters."""
+
+    backend: Literal["filesystem"] = "filesystem"
+    path: Path | None = Field(
+        default=None, description="Root of the filesystem store; default <data_dir>/blobs.")
+
+
+class Settings(BaseSettings):
+    """Everything a Cargohold node needs to run."""
+
+    model_config = SettingsConfigDict(env_prefix="CARGOHOLD_", env_nested_delimiter="__",
+                                      extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=5000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64, description="Worker processes.")
+    data_dir: Path = Path("cargohold-data")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default sqlite:///<data_dir>/metadata.db.")
+    blob_store: BlobStoreSettings = BlobStoreSettings()
+    max_manifest_size: int = Field(default=4 * 1024 * 1024, ge=1024)
+    create_on_push: bool = Field(
+        default=True, description="Pushing to an unknown repository creates it.")
+    access_log: bool = False
+    log_level: str = "INFO"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'metadata.db'}"
+
+    @property
+    def resolved_blob_path(self) -> Path:
+        return (self.blob_store.path or self.data_dir / "blobs").resolve()
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from a TOML file, the environment and explicit overrides."""
+
+    class _Sourced(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            if config_file is not None:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+            return tuple(sources)
+
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return Settings.model_validate(_Sourced(**given).model_dump())

@@ -1,0 +1,104 @@
+"""Blob pulls and deletes, and upload sessions (end-2, end-4 … end-6, end-10, end-11, end-13)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from cargohold.http.blobresponse import send_file
+from cargohold.http.v2.common import (
+    BLOBS_KEY,
+    UPLOADS_KEY,
+    body_stream,
+    chunk_range,
+    content_length,
+    repository_name,
+)
+from cargohold.oci.errors import ErrorCode, RegistryError
+from cargohold.oci.names import validate_name
+from cargohold.services.blobs import UploadState
+
+
+async def get_blob(request: web.Request) -> web.StreamResponse:
+    name = repository_name(request)
+    digest, location = await request.app[BLOBS_KEY].locate(name, request.match_info["digest"])
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "Docker-Content-Digest": str(digest),
+        "ETag": f'"{digest}"',
+        "Cache-Control": "max-age=31536000",
+    }
+    if location.path is None:
+        raise RegistryError(ErrorCode.UNSUPPORTED, "blob store cannot serve this blob")
+    return await send_file(request, location.path, location.size, headers)
+
+
+async def delete_blob(request: web.Request) -> web.Response:
+    name = repository_name(request)
+    await request.app[BLOBS_KEY].delete(name, request.match_info["digest"])
+    return web.Response(status=202, headers={"Content-Length": "0"})
+
+
+def _upload_response(name: str, state: UploadState, status: int) -> web.Response:
+    return web.Response(status=status, headers={
+        "Location": f"/v2/{name}/blobs/uploads/{state.upload_id}",
+        "Range": f"0-{max(state.size - 1, 0)}",
+        "Docker-Upload-UUID": state.upload_id,
+        "Content-Length": "0",
+    })
+
+
+def _created(name: str, digest: str) -> web.Response:
+    return web.Response(status=201, headers={
+        "Location": f"/v2/{name}/blobs/{digest}",
+        "Docker-Content-Digest": digest,
+        "Content-Length": "0",
+    })
+
+
+async def start_upload(request: web.Request) -> web.Response:
+    name = repository_name(request)
+    uploads = request.app[UPLOADS_KEY]
+    query = request.query
+    if "mount" in query:
+        source = query.get("from")
+        if source and await uploads.mount(name, query["mount"], validate_name(source)):
+            return _created(name, query["mount"])
+        return _upload_response(name, await uploads.start(name), 202)
+    if "digest" in query:
+        digest, _ = await uploads.upload_whole(name, query["digest"], body_stream(request),
+                                               content_length(request))
+        return _created(name, str(digest))
+    algorithm = query.get("digest-algorithm", "sha256")
+    return _upload_response(name, await uploads.start(name, algorithm), 202)
+
+
+async def upload_status(request: web.Request) -> web.Response:
+    name = repository_name(request)
+    state = await request.app[UPLOADS_KEY].status(name, request.match_info["upload_id"])
+    return _upload_response(name, state, 204)
+
+
+async def patch_upload(request: web.Request) -> web.Response:
+    name = repository_name(request)
+    state = await request.app[UPLOADS_KEY].append(
+        name, request.match_info["upload_id"], body_stream(request), chunk_range(request),
+        content_length(request))
+    return _upload_response(name, state, 202)
+
+
+async def finish_upload(request: web.Request) -> web.Response:
+    name = repository_name(request)
+    digest = request.query.get("digest")
+    if not digest:
+        raise RegistryError(ErrorCode.DIGEST_INVALID, "the digest query parameter is required")
+    body = body_stream(request) if request.body_exists else None
+    completed, _ = await request.app[UPLOADS_KEY].complete(
+        name, request.match_info["upload_id"], digest, body, chunk_range(request),
+        content_length(request))
+    return _created(name, str(completed))
+
+
+async def cancel_upload(request: web.Request) -> web.Response:
+    name = repository_name(request)
+    await request.app[UPLOADS_KEY].cancel(name, request.match_info["upload_id"])
+    return web.Response(status=204)

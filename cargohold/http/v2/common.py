@@ -1,0 +1,66 @@
+"""Request parsing shared by the `/v2` handlers: names, pagination, body streams."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from cargohold.oci.errors import ErrorCode, RegistryError
+from cargohold.oci.names import validate_name
+from cargohold.services.blobs import BlobService, ChunkRange, UploadService
+from cargohold.services.manifests import ManifestService
+
+BODY_CHUNK = 1 << 20
+MAX_PAGE = 10_000
+_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
+
+BLOBS_KEY = web.AppKey("blobs", BlobService)
+UPLOADS_KEY = web.AppKey("uploads", UploadService)
+MANIFESTS_KEY = web.AppKey("manifests", ManifestService)
+
+
+def repository_name(request: web.Request) -> str:
+    return validate_name(request.match_info["name"])
+
+
+def body_stream(request: web.Request) -> AsyncIterator[bytes]:
+    return request.content.iter_chunked(BODY_CHUNK)
+
+
+def content_length(request: web.Request) -> int | None:
+    return request.content_length
+
+
+def chunk_range(request: web.Request) -> ChunkRange | None:
+    header = request.headers.get("Content-Range")
+    if header is None:
+        return None
+    match = _CONTENT_RANGE.match(header.strip())
+    if not match:
+        raise RegistryError(ErrorCode.RANGE_INVALID, "malformed Content-Range",
+                            {"Content-Range": header})
+    return ChunkRange(int(match.group(1)), int(match.group(2)))
+
+
+def page_size(request: web.Request) -> int | None:
+    """The `n` query parameter: None when absent, clamped to MAX_PAGE."""
+    raw = request.query.get("n")
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit():
+        raise RegistryError(ErrorCode.PAGINATION_NUMBER_INVALID, detail={"n": raw})
+    return min(int(raw), MAX_PAGE)
+
+
+def paginated(request: web.Request, key: str, items: list[str], limit: int | None,
+              extra: dict[str, str]) -> web.Response:
+    """A JSON page of names; `items` holds up to limit+1 entries, the extra one means "more"."""
+    headers: dict[str, str] = {}
+    if limit is not None and len(items) > limit:
+        items = items[:limit]
+        query = urlencode({"n": limit, "last": items[-1]})
+        headers["Link"] = f'<{request.path}?{query}>; rel="next"'
+    return web.json_response({**extra, key: items}, headers=headers)

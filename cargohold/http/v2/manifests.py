@@ -1,0 +1,108 @@
+"""Manifests (end-3, end-7, end-9), tag listing (end-8), referrers (end-12) and the catalog."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from cargohold.http.v2.common import (
+    MANIFESTS_KEY,
+    page_size,
+    paginated,
+    repository_name,
+)
+from cargohold.oci.manifest import OCI_INDEX
+from cargohold.services.manifests import manifest_too_large
+
+
+async def get_manifest(request: web.Request) -> web.Response:
+    name = repository_name(request)
+    record = await request.app[MANIFESTS_KEY].get(name, request.match_info["reference"])
+    headers = {
+        "Content-Type": record.media_type,
+        "Docker-Content-Digest": record.digest,
+        "ETag": f'"{record.digest}"',
+        "Content-Length": str(record.size),
+    }
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match and record.digest in if_none_match:
+        return web.Response(status=304, headers={k: v for k, v in headers.items()
+                                                 if k != "Content-Length"})
+    if request.method == "HEAD":
+        return web.Response(status=200, headers=headers)
+    return web.Response(status=200, body=record.content, headers=headers)
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds `limit` bytes."""
+    if request.content_length is not None and request.content_length > limit:
+        raise manifest_too_large(limit)
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.content.iter_chunked(1 << 16):
+        total += len(chunk)
+        if total > limit:
+            raise manifest_too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def put_manifest(request: web.Request) -> web.Response:
+    name = repository_name(request)
+    service = request.app[MANIFESTS_KEY]
+    content = await _read_limited(request, service.storage.settings.max_manifest_size)
+    extra_tags = request.query.getall("tag", [])
+    result = await service.put(name, request.match_info["reference"], content,
+                               request.headers.get("Content-Type"), extra_tags)
+    response = web.Response(status=201, headers={
+        "Location": f"/v2/{name}/manifests/{result.digest}",
+        "Docker-Content-Digest": result.digest,
+        "Content-Length": "0",
+    })
+    if result.subject:
+        response.headers["OCI-Subject"] = result.subject
+    for tag in extra_tags:
+        response.headers.add("OCI-Tag", tag)
+    return response
+
+
+async def delete_manifest(request: web.Request) -> web.Response:
+    name = repository_name(request)
+    await request.app[MANIFESTS_KEY].delete(name, request.match_info["reference"])
+    return web.Response(status=202, headers={"Content-Length": "0"})
+
+
+async def list_tags(request: web.Request) -> web.Response:
+    name = repository_name(request)
+    limit = page_size(request)
+    if limit == 0:
+        # Still refuse an unknown repository.
+        await request.app[MANIFESTS_KEY].tags(name, None, 0)
+        return web.json_response({"name": name, "tags": []})
+    fetch = None if limit is None else limit + 1
+    names = await request.app[MANIFESTS_KEY].tags(name, request.query.get("last"), fetch)
+    return paginated(request, "tags", names, limit, {"name": name})
+
+
+async def catalog(request: web.Request) -> web.Response:
+    limit = page_size(request)
+    if limit == 0:
+        return web.json_response({"repositories": []})
+    fetch = None if limit is None else limit + 1
+    names = await request.app[MANIFESTS_KEY].catalog(request.query.get("last"), fetch)
+    return paginated(request, "repositories", names, limit, {})
+
+
+async def referrers(request: web.Request) -> web.Response:
+    name = repository_name(request)
+    artifact_type = request.query.get("artifactType") or None
+    index = await request.app[MANIFESTS_KEY].referrers(name, request.match_info["digest"],
+                                                       artifact_type)
+    headers = {"Content-Type": OCI_INDEX}
+    if artifact_type is not None:
+        headers["OCI-Filters-Applied"] = "artifactType"
+    return web.Response(status=200, body=json.dumps(index).encode(), headers=headers)
+
+
+

@@ -1,0 +1,114 @@
+"""Process management for `cargohold serve`: prepare storage, bind, run N worker processes.
+
+The parent migrates the database and binds the socket once; each worker inherits the socket
+and serves it with its own event loop and database connections. Workers share state only
+through the database and the blob store.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+from types import FrameType
+
+from aiohttp import web
+
+from cargohold.config import Settings
+from cargohold.http.app import create_app
+from cargohold.services.storage import open_blob_store
+from cargohold.storage.metadata import MetadataStore
+
+log = logging.getLogger("cargohold")
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def prepare(settings: Settings) -> None:
+    """Create the data directory, migrate the schema and open the blob store once."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    store = MetadataStore(settings.resolved_database_url)
+    try:
+        store.migrate()
+    finally:
+        store.dispose()
+    open_blob_store(settings)
+
+
+def bind(settings: Settings) -> socket.socket:
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.host, settings.port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_worker(settings: Settings, sock: socket.socket) -> None:
+    configure_logging(settings.log_level)
+    app = create_app(settings)
+    web.run_app(app, sock=sock, print=None, access_log=log if settings.access_log else None,
+                handle_signals=True, shutdown_timeout=10)
+
+
+def serve(settings: Settings) -> None:
+    configure_logging(settings.log_level)
+    prepare(settings)
+    sock = bind(settings)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    log.info("Cargohold listening on http://%s:%d (workers=%d, metadata=%s, blobs=%s)",
+             shown, port, settings.workers, _redact(settings.resolved_database_url),
+             settings.resolved_blob_path)
+    if settings.workers == 1:
+        run_worker(settings, sock)
+        return
+    _supervise(settings, sock)
+
+
+def _supervise(settings: Settings, sock: socket.socket) -> None:
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=run_worker, args=(settings, sock), daemon=False)
+               for _ in range(settings.workers)]
+    for worker in workers:
+        worker.start()
+    stopping = False
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for worker in workers:
+            if worker.is_alive() and worker.pid:
+                os.kill(worker.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while any(worker.is_alive() for worker in workers):
+            for index, worker in enumerate(workers):
+                worker.join(timeout=0.5)
+                if not worker.is_alive() and not stopping:
+                    log.warning("worker %s exited with %s; restarting", worker.pid,
+                                worker.exitcode)
+                    workers[index] = context.Process(target=run_worker, args=(settings, sock))
+                    workers[index].start()
+    finally:
+        sock.close()
+
+
+def _redact(url: str) -> str:
+    """A database URL without its password, for the log."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"

@@ -1,0 +1,261 @@
+"""Blob pulls, deletes, and upload sessions (monolithic, chunked, cross-repository mount)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from cargohold.oci.digest import ALGORITHMS, Digest, parse_digest
+from cargohold.oci.errors import ErrorCode, RegistryError
+from cargohold.services.storage import Storage
+from cargohold.storage.blobstore import (
+    BlobLocation,
+    UploadConflict,
+    UploadMissing,
+    UploadOffsetMismatch,
+)
+from cargohold.storage.metadata import RepositoryNotFound
+
+log = logging.getLogger(__name__)
+HASHER_CACHE_SIZE = 512
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRange:
+    """The inclusive byte range a chunk claims (`Content-Range: start-end`)."""
+
+    start: int
+    end: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+
+@dataclass(frozen=True, slots=True)
+class UploadState:
+    upload_id: str
+    size: int
+
+
+class _ChunkSizeMismatch(Exception):
+    pass
+
+
+def _unknown_upload(upload_id: str) -> RegistryError:
+    return RegistryError(ErrorCode.BLOB_UPLOAD_UNKNOWN, detail={"upload": upload_id})
+
+
+def _name_unknown(name: str) -> RegistryError:
+    return RegistryError(ErrorCode.NAME_UNKNOWN, detail={"name": name})
+
+
+def _valid_upload_id(upload_id: str) -> bool:
+    try:
+        return str(uuid.UUID(upload_id)) == upload_id
+    except ValueError:
+        return False
+
+
+class BlobService:
+    """Which blobs a repository may serve, and where their bytes are."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    async def locate(self, repository: str, digest: str) -> tuple[Digest, BlobLocation]:
+        parsed = parse_digest(digest)
+        size = await self.storage.db(self.storage.metadata.blob_size, repository, str(parsed))
+        if size is None:
+            raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(parsed)})
+        location = await self.storage.blobs.locate(str(parsed))
+        if location is None:
+            log.error("blob %s is recorded but its bytes are missing", parsed)
+            raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(parsed)})
+        return parsed, location
+
+    async def delete(self, repository: str, digest: str) -> None:
+        """Unlink a blob from a repository; garbage collection removes bytes nobody links."""
+        parsed = parse_digest(digest)
+        if not await self.storage.db(self.storage.metadata.unlink_blob, repository, str(parsed)):
+            raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(parsed)})
+
+
+class UploadService:
+    """Upload sessions: the bytes go to the blob store's scratch area, the session to the DB.
+
+    Digests are computed while bytes stream in. A worker keeps the running hash of the sessions
+    it served; when a chunk arrives at another worker (or after a restart) that worker rebuilds
+    the hash from the bytes already stored, so sessions need no sticky routing.
+    """
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self._hashers: OrderedDict[str, tuple[str, int, hashlib._Hash]] = OrderedDict()
+
+    @property
+    def _create(self) -> bool:
+        return self.storage.settings.create_on_push
+
+    async def start(self, repository: str, algorithm: str = "sha256") -> UploadState:
+        if algorithm not in ALGORITHMS:
+            raise RegistryError(ErrorCode.DIGEST_INVALID,
+                                f"unsupported digest algorithm {algorithm!r}")
+        upload_id = str(uuid.uuid4())
+        await self.storage.blobs.create_upload(upload_id)
+        try:
+            await self.storage.db(self.storage.metadata.create_upload, repository, upload_id,
+                                  algorithm, create=self._create)
+        except RepositoryNotFound:
+            await self.storage.blobs.delete_upload(upload_id)
+            raise _name_unknown(repository) from None
+        return UploadState(upload_id, 0)
+
+    async def status(self, repository: str, upload_id: str) -> UploadState:
+        await self._session(repository, upload_id)
+        return UploadState(upload_id, await self._size(upload_id))
+
+    async def append(self, repository: str, upload_id: str, body: AsyncIterator[bytes],
+                     chunk_range: ChunkRange | None, content_length: int | None) -> UploadState:
+        algorithm = await self._session(repository, upload_id)
+        size = await self._append(upload_id, algorithm, body, chunk_range, content_length)
+        await self.storage.db(self.storage.metadata.touch_upload, upload_id)
+        return UploadState(upload_id, size)
+
+    async def complete(self, repository: str, upload_id: str, digest: str,
+                       body: AsyncIterator[bytes] | None, chunk_range: ChunkRange | None,
+                       content_length: int | None) -> tuple[Digest, int]:
+        """Take the last chunk (if any), verify the whole blob's digest, and publish it."""
+        expected = parse_digest(digest)
+        algorithm = await self._session(repository, upload_id)
+        if body is not None:
+            size = await self._append(upload_id, algorithm, body, chunk_range, content_length)
+        else:
+            size = await self._size(upload_id)
+        hasher = await self._hasher_at(upload_id, expected.algorithm, size)
+        if hasher.hexdigest() != expected.hex:
+            await self.cancel(repository, upload_id, missing_ok=True)
+            raise RegistryError(ErrorCode.DIGEST_INVALID, detail={"digest": str(expected)})
+        self._hashers.pop(upload_id, None)
+        await self.storage.blobs.commit_upload(upload_id, str(expected))
+        completed = await self.storage.db(self.storage.metadata.complete_upload, repository,
+                                          upload_id, str(expected), size)
+        if not completed:
+            raise _unknown_upload(upload_id)
+        return expected, size
+
+    async def upload_whole(self, repository: str, digest: str, body: AsyncIterator[bytes],
+                           content_length: int | None) -> tuple[Digest, int]:
+        """A single-request upload (`POST ?digest=`)."""
+        expected = parse_digest(digest)
+        state = await self.start(repository, expected.algorithm)
+        try:
+            return await self.complete(repository, state.upload_id, digest, body, None,
+                                       content_length)
+        except BaseException:
+            await self.cancel(repository, state.upload_id, missing_ok=True)
+            raise
+
+    async def cancel(self, repository: str, upload_id: str, missing_ok: bool = False) -> None:
+        if not _valid_upload_id(upload_id):
+            raise _unknown_upload(upload_id)
+        removed = await self.storage.db(self.storage.metadata.delete_upload, repository, upload_id)
+        self._hashers.pop(upload_id, None)
+        if removed:
+            await self.storage.blobs.delete_upload(upload_id)
+        elif not missing_ok:
+            raise _unknown_upload(upload_id)
+
+    async def mount(self, repository: str, digest: str, source: str) -> bool:
+        """Link a blob from another repository; False when it cannot be mounted."""
+        parsed = parse_digest(digest)
+        try:
+            return await self.storage.db(self.storage.metadata.mount_blob, repository, source,
+                                         str(parsed), create=self._create)
+        except RepositoryNotFound:
+            raise _name_unknown(repository) from None
+
+    # -- internals -------------------------------------------------------------------------
+
+    async def _session(self, repository: str, upload_id: str) -> str:
+        if not _valid_upload_id(upload_id):
+            raise _unknown_upload(upload_id)
+        record = await self.storage.db(self.storage.metadata.get_upload, repository, upload_id)
+        if record is None:
+            raise _unknown_upload(upload_id)
+        return record.algorithm
+
+    async def _size(self, upload_id: str) -> int:
+        size = await self.storage.blobs.upload_size(upload_id)
+        if size is None:
+            raise _unknown_upload(upload_id)
+        return size
+
+    async def _hasher_at(self, upload_id: str, algorithm: str, size: int) -> hashlib._Hash:
+        """The running hash of the first `size` bytes, rebuilt from storage when not cached."""
+        cached = self._hashers.pop(upload_id, None)
+        if cached is not None and cached[0] == algorithm and cached[1] <= size:
+            _, offset, hasher = cached
+        else:
+            offset, hasher = 0, hashlib.new(algorithm)
+        if offset < size:
+            async for chunk in self.storage.blobs.read_upload(upload_id, offset):
+                hasher.update(chunk)
+        return hasher
+
+    def _remember(self, upload_id: str, algorithm: str, size: int, hasher: hashlib._Hash) -> None:
+        self._hashers[upload_id] = (algorithm, size, hasher)
+        self._hashers.move_to_end(upload_id)
+        while len(self._hashers) > HASHER_CACHE_SIZE:
+            self._hashers.popitem(last=False)
+
+    async def _append(self, upload_id: str, algorithm: str, body: AsyncIterator[bytes],
+                      chunk_range: ChunkRange | None, content_length: int | None) -> int:
+        size = await self._size(upload_id)
+        expected_length = content_length
+        if chunk_range is not None:
+            if chunk_range.start != size or chunk_range.end < chunk_range.start:
+                raise _range_error(upload_id, size)
+            if content_length is not None and content_length != chunk_range.length:
+                raise RegistryError(ErrorCode.SIZE_INVALID,
+                                    "Content-Length does not match Content-Range",
+                                    {"contentLength": content_length,
+                                     "range": f"{chunk_range.start}-{chunk_range.end}"})
+            expected_length = chunk_range.length
+        hasher = await self._hasher_at(upload_id, algorithm, size)
+
+        async def hashed() -> AsyncIterator[bytes]:
+            received = 0
+            async for chunk in body:
+                received += len(chunk)
+                if expected_length is not None and received > expected_length:
+                    raise _ChunkSizeMismatch
+                hasher.update(chunk)
+                yield chunk
+            if expected_length is not None and received != expected_length:
+                raise _ChunkSizeMismatch
+
+        try:
+            new_size = await self.storage.blobs.append_upload(upload_id, size, hashed())
+        except UploadOffsetMismatch as exc:
+            raise _range_error(upload_id, exc.current_size) from None
+        except UploadConflict:
+            raise _range_error(upload_id, size, "another chunk is being written") from None
+        except UploadMissing:
+            raise _unknown_upload(upload_id) from None
+        except _ChunkSizeMismatch:
+            raise RegistryError(ErrorCode.SIZE_INVALID,
+                                "chunk length does not match the declared length") from None
+        self._remember(upload_id, algorithm, new_size, hasher)
+        return new_size
+
+
+def _range_error(upload_id: str, size: int, message: str | None = None) -> RegistryError:
+    # 416 tells the client where the upload stands, so it can resume from there.
+    return RegistryError(ErrorCode.RANGE_INVALID, message or "chunk out of order",
+                         {"upload": upload_id, "size": size},
+                         headers={"Range": f"0-{max(size - 1, 0)}"})

@@ -1,0 +1,125 @@
+"""Manifests, tags and referrers: the registry's rules for what may be pushed and listed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cargohold.oci.digest import digest_of, is_digest, parse_digest
+from cargohold.oci.errors import ErrorCode, RegistryError
+from cargohold.oci.manifest import OCI_INDEX, parse_manifest
+from cargohold.oci.names import validate_tag
+from cargohold.services.storage import Storage
+from cargohold.storage.metadata import (
+    ManifestRecord,
+    MissingReferences,
+    NewManifest,
+    RepositoryNotFound,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    digest: str
+    subject: str | None
+    tags: list[str]
+
+
+class ManifestService:
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    async def get(self, repository: str, reference: str) -> ManifestRecord:
+        if is_digest(reference):
+            digest = str(parse_digest(reference))
+            record = await self.storage.db(self.storage.metadata.get_manifest, repository,
+                                           digest=digest)
+        else:
+            record = await self.storage.db(self.storage.metadata.get_manifest, repository,
+                                           tag=validate_tag(reference))
+        if record is None:
+            raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"reference": reference})
+        return record
+
+    async def put(self, repository: str, reference: str, content: bytes,
+                  content_type: str | None, extra_tags: Sequence[str] = ()) -> PushResult:
+        """Validate and store a manifest exactly as pushed, then point its tags at it."""
+        if len(content) > self.storage.settings.max_manifest_size:
+            raise manifest_too_large(self.storage.settings.max_manifest_size)
+        tag_names = [validate_tag(tag) for tag in extra_tags]
+        if is_digest(reference):
+            expected = parse_digest(reference)
+            actual = digest_of(content, expected.algorithm)
+            if actual != expected:
+                raise RegistryError(ErrorCode.DIGEST_INVALID,
+                                    "manifest content does not match the digest in the URL",
+                                    {"expected": str(expected), "actual": str(actual)})
+        else:
+            tag_names.insert(0, validate_tag(reference))
+            actual = digest_of(content)
+        parsed = parse_manifest(content, content_type)
+        manifest = NewManifest(
+            digest=str(actual),
+            media_type=parsed.media_type,
+            content=content,
+            artifact_type=parsed.artifact_type,
+            config_media_type=parsed.config_media_type,
+            subject_digest=parsed.subject.digest if parsed.subject else None,
+            annotations=parsed.annotations,
+            blob_digests=frozenset(parsed.required_blobs()),
+            child_digests=frozenset(parsed.required_manifests()),
+        )
+        try:
+            await self.storage.db(self.storage.metadata.put_manifest, repository, manifest,
+                                  list(dict.fromkeys(tag_names)),
+                                  create=self.storage.settings.create_on_push)
+        except RepositoryNotFound:
+            raise RegistryError(ErrorCode.NAME_UNKNOWN, detail={"name": repository}) from None
+        except MissingReferences as exc:
+            raise RegistryError(ErrorCode.MANIFEST_BLOB_UNKNOWN,
+                                detail={"blobs": exc.blobs, "manifests": exc.manifests}) from None
+        return PushResult(manifest.digest, manifest.subject_digest, tag_names)
+
+    async def delete(self, repository: str, reference: str) -> None:
+        """Delete by digest (the manifest and its tags) or by tag (the tag only)."""
+        metadata = self.storage.metadata
+        if is_digest(reference):
+            deleted = await self.storage.db(metadata.delete_manifest, repository,
+                                            str(parse_digest(reference)))
+        else:
+            deleted = await self.storage.db(metadata.delete_tag, repository,
+                                            validate_tag(reference))
+        if not deleted:
+            raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"reference": reference})
+
+    async def tags(self, repository: str, last: str | None, limit: int | None) -> list[str]:
+        names = await self.storage.db(self.storage.metadata.list_tags, repository, last, limit)
+        if names is None:
+            raise RegistryError(ErrorCode.NAME_UNKNOWN, detail={"name": repository})
+        return names
+
+    async def referrers(self, repository: str, subject: str,
+                        artifact_type: str | None) -> dict[str, Any]:
+        """The OCI image index of manifests whose `subject` is the given digest."""
+        digest = str(parse_digest(subject))
+        records = await self.storage.db(self.storage.metadata.referrers, repository, digest,
+                                        artifact_type)
+        descriptors = []
+        for record in records:
+            descriptor: dict[str, Any] = {"mediaType": record.media_type,
+                                          "digest": record.digest, "size": record.size}
+            if record.artifact_type:
+                descriptor["artifactType"] = record.artifact_type
+            if record.annotations:
+                descriptor["annotations"] = record.annotations
+            descriptors.append(descriptor)
+        return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors}
+
+    async def catalog(self, last: str | None, limit: int | None) -> list[str]:
+        return await self.storage.db(self.storage.metadata.list_repositories, last, limit)
+
+
+def manifest_too_large(limit: int) -> RegistryError:
+    return RegistryError(ErrorCode.MANIFEST_TOO_LARGE, f"manifest exceeds {limit} bytes",
+                         {"limit": limit})

@@ -1,0 +1,61 @@
+"""The storage handles that every service shares, and the bridge from async code to the DB."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ParamSpec, TypeVar
+
+from cargohold.config import Settings
+from cargohold.storage.blobstore import BlobStore
+from cargohold.storage.filesystem import FilesystemBlobStore
+from cargohold.storage.metadata import MetadataStore
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Storage:
+    """The metadata store and blob store of one node, plus a thread pool for blocking DB calls."""
+
+    def __init__(self, settings: Settings, metadata: MetadataStore, blobs: BlobStore) -> None:
+        self.settings = settings
+        self.metadata = metadata
+        self.blobs = blobs
+        self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="db")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Storage:
+        return cls(settings, MetadataStore(settings.resolved_database_url),
+                   open_blob_store(settings))
+
+    async def db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a metadata-store call off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    async def health(self) -> dict[str, Any]:
+        report: dict[str, Any] = {}
+        for name, probe in (("database", self._check_db), ("blob_store", self.blobs.check)):
+            try:
+                await probe()
+                report[name] = {"status": "ok"}
+            except Exception as exc:
+                report[name] = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+        return report
+
+    async def _check_db(self) -> None:
+        await self.db(self.metadata.check)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False)
+        self.metadata.dispose()
+
+
+def open_blob_store(settings: Settings) -> BlobStore:
+    """The blob store named by the settings."""
+    if settings.blob_store.backend == "filesystem":
+        return FilesystemBlobStore(settings.resolved_blob_path)
+    raise ValueError(f"unknown blob store backend {settings.blob_store.backend!r}")

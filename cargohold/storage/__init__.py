@@ -1,0 +1,1 @@
+"""Storage: the metadata store (SQL) and the blob store (content-addressed bytes)."""

@@ -1,0 +1,73 @@
+"""The blob-store interface: content-addressed bytes plus the scratch space of uploads.
+
+Metadata (which repository may see which blob) lives in the metadata store; a blob store only
+keeps bytes. Implementations: `FilesystemBlobStore` now, S3-compatible later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+class UploadConflict(Exception):
+    """Another request is writing to the same upload session right now."""
+
+
+class UploadOffsetMismatch(Exception):
+    """A chunk does not start where the upload currently ends."""
+
+    def __init__(self, current_size: int) -> None:
+        super().__init__(f"upload is at offset {current_size}")
+        self.current_size = current_size
+
+
+class UploadMissing(Exception):
+    """The upload's scratch data does not exist."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlobLocation:
+    """Where a blob's bytes can be served from: a local file (sendfile) or a stream."""
+
+    path: Path | None
+    size: int
+
+
+class BlobStore(Protocol):
+    """Bytes by digest, and append-only scratch files for upload sessions."""
+
+    description: str
+
+    async def check(self) -> None:
+        """Raise when the store cannot be read and written."""
+
+    async def locate(self, digest: str) -> BlobLocation | None:
+        """Where the blob is, or None when its bytes are absent."""
+
+    def read(self, digest: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Stream bytes [start, end) of a blob."""
+
+    async def delete(self, digest: str) -> None:
+        """Remove a blob's bytes (garbage collection only)."""
+
+    async def create_upload(self, upload_id: str) -> None:
+        """Create an empty scratch area for an upload session."""
+
+    async def upload_size(self, upload_id: str) -> int | None:
+        """Bytes received so far, or None when the scratch area is gone."""
+
+    async def append_upload(self, upload_id: str, offset: int,
+                            chunks: AsyncIterator[bytes]) -> int:
+        """Append a chunk that must start at `offset`; all of it or nothing. Returns new size."""
+
+    def read_upload(self, upload_id: str, start: int = 0) -> AsyncIterator[bytes]:
+        """Stream the upload's bytes from `start` (used to rebuild a digest)."""
+
+    async def commit_upload(self, upload_id: str, digest: str) -> None:
+        """Move a verified upload into place as blob `digest`, atomically."""
+
+    async def delete_upload(self, upload_id: str) -> None:
+        """Discard an upload's scratch data."""

@@ -1,0 +1,158 @@
+"""Blobs on a local filesystem: `blobs/<alg>/<2 hex>/<hex>` and `uploads/<id>`.
+
+Writes land in the upload file, are verified by the caller, then renamed into place (atomic on
+POSIX), with fsync of the data and the directory so a crash leaves the old or the new state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from cargohold.storage.blobstore import (
+    BlobLocation,
+    UploadConflict,
+    UploadMissing,
+    UploadOffsetMismatch,
+)
+
+READ_CHUNK = 1024 * 1024
+_DIGEST = re.compile(r"^(sha256|sha512):([0-9a-f]{64}|[0-9a-f]{128})$")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FilesystemBlobStore:
+    """A `BlobStore` rooted at one directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.blob_root = self.root / "blobs"
+        self.upload_root = self.root / "uploads"
+        self.description = f"filesystem:{self.root}"
+        self.blob_root.mkdir(parents=True, exist_ok=True)
+        self.upload_root.mkdir(parents=True, exist_ok=True)
+
+    # Paths are built only from validated digests and UUIDs: nothing from a request reaches the
+    # filesystem unchecked.
+    def blob_path(self, digest: str) -> Path:
+        match = _DIGEST.match(digest)
+        if not match:
+            raise ValueError(f"invalid digest {digest!r}")
+        algorithm, hexpart = match.groups()
+        return self.blob_root / algorithm / hexpart[:2] / hexpart
+
+    def upload_path(self, upload_id: str) -> Path:
+        return self.upload_root / str(uuid.UUID(upload_id))
+
+    async def check(self) -> None:
+        probe = self.upload_root / f".health-{uuid.uuid4()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+
+    async def locate(self, digest: str) -> BlobLocation | None:
+        path = self.blob_path(digest)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return None
+        return BlobLocation(path=path, size=size)
+
+    async def read(self, digest: str, start: int = 0,
+                   end: int | None = None) -> AsyncIterator[bytes]:
+        with open(self.blob_path(digest), "rb") as handle:
+            handle.seek(start)
+            remaining = None if end is None else end - start
+            while remaining is None or remaining > 0:
+                chunk = handle.read(READ_CHUNK if remaining is None else min(READ_CHUNK, remaining))
+                if not chunk:
+                    break
+                if remaining is not None:
+                    remaining -= len(chunk)
+                yield chunk
+
+    async def delete(self, digest: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.blob_path(digest).unlink()
+
+    async def create_upload(self, upload_id: str) -> None:
+        path = self.upload_path(upload_id)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+
+    async def upload_size(self, upload_id: str) -> int | None:
+        try:
+            return self.upload_path(upload_id).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    async def append_upload(self, upload_id: str, offset: int,
+                            chunks: AsyncIterator[bytes]) -> int:
+        try:
+            fd = os.open(self.upload_path(upload_id), os.O_WRONLY)
+        except FileNotFoundError:
+            raise UploadMissing(upload_id) from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                    raise UploadConflict(upload_id) from None
+                raise
+            size = os.fstat(fd).st_size
+            if size != offset:
+                raise UploadOffsetMismatch(size)
+            os.lseek(fd, size, os.SEEK_SET)
+            written = size
+            try:
+                async for chunk in chunks:
+                    view = memoryview(chunk)
+                    while view:
+                        count = os.write(fd, view)
+                        view = view[count:]
+                        written += count
+            except BaseException:
+                # A chunk is all or nothing: cut back to where it started.
+                os.ftruncate(fd, size)
+                raise
+            return written
+        finally:
+            os.close(fd)
+
+    async def read_upload(self, upload_id: str, start: int = 0) -> AsyncIterator[bytes]:
+        with open(self.upload_path(upload_id), "rb") as handle:
+            handle.seek(start)
+            while chunk := handle.read(READ_CHUNK):
+                yield chunk
+
+    async def commit_upload(self, upload_id: str, digest: str) -> None:
+        source = self.upload_path(upload_id)
+        target = self.blob_path(digest)
+        fd = os.open(source, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            # Content-addressed: the same bytes are already in place (a concurrent push).
+            source.unlink()
+            return
+        os.replace(source, target)
+        _fsync_dir(target.parent)
+
+    async def delete_upload(self, upload_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.upload_path(upload_id).unlink()

@@ -1,0 +1,425 @@
+"""The metadata store: every read and write of registry metadata, one transaction per method.
+
+Runs unchanged on SQLite (the embedded default) and PostgreSQL; nothing here is engine-specific
+except connection set-up and the upsert construct, both chosen from the engine's dialect.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, create_engine, delete, event, func, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
+
+from cargohold.storage.schema import (
+    blobs,
+    manifest_references,
+    manifests,
+    repositories,
+    repository_blobs,
+    tags,
+    upload_sessions,
+)
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class RepositoryNotFound(Exception):
+    """The repository does not exist and may not be created by this operation."""
+
+
+class MissingReferences(Exception):
+    """A manifest names blobs or child manifests that the repository does not hold."""
+
+    def __init__(self, blobs: Sequence[str], manifests: Sequence[str]) -> None:
+        super().__init__(", ".join([*blobs, *manifests]))
+        self.blobs = list(blobs)
+        self.manifests = list(manifests)
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRecord:
+    digest: str
+    media_type: str
+    size: int
+    content: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReferrerRecord:
+    digest: str
+    media_type: str
+    size: int
+    artifact_type: str | None
+    annotations: dict[str, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewManifest:
+    """A validated manifest ready to be recorded."""
+
+    digest: str
+    media_type: str
+    content: bytes
+    artifact_type: str | None
+    config_media_type: str | None
+    subject_digest: str | None
+    annotations: dict[str, str] | None
+    blob_digests: frozenset[str]
+    child_digests: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class UploadRecord:
+    id: str
+    repository: str
+    algorithm: str
+    created_at: int
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's begin() emit BEGIN itself, so writers can take the lock up front.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
+
+
+class MetadataStore:
+    """Registry metadata in a SQL database (SQLite or PostgreSQL)."""
+
+    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+        self.url = url
+        if url.startswith("sqlite"):
+            self.engine = create_engine(url, connect_args={"check_same_thread": False},
+                                        pool_size=pool_size, max_overflow=pool_size)
+            _configure_sqlite(self.engine)
+        elif url.startswith("postgresql"):
+            self.engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size,
+                                        pool_pre_ping=True)
+        else:
+            raise ValueError(f"unsupported database URL {url!r} (use sqlite:/// or postgresql://)")
+        is_postgres = self.engine.dialect.name == "postgresql"
+        self._insert = postgresql.insert if is_postgres else sqlite.insert
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (idempotent; safe at every start)."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        engine = self.engine
+        if engine.dialect.name == "sqlite":
+            # A separate engine without the BEGIN hook: alembic manages its own transactions.
+            engine = create_engine(self.url, poolclass=NullPool)
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(7283910)"))
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+        if engine is not self.engine:
+            engine.dispose()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def check(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn.info["write"] = True
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                conn.info.pop("write", None)
+
+    # -- repositories --------------------------------------------------------------------
+
+    @staticmethod
+    def _repository_id(conn: Connection, name: str) -> int | None:
+        return conn.execute(
+            select(repositories.c.id).where(repositories.c.name == name)
+        ).scalar_one_or_none()
+
+    def _ensure_repository(self, conn: Connection, name: str, create: bool) -> int:
+        repo_id = self._repository_id(conn, name)
+        if repo_id is not None:
+            return repo_id
+        if not create:
+            raise RepositoryNotFound(name)
+        conn.execute(self._insert(repositories)
+                     .values(name=name, created_at=now_us())
+                     .on_conflict_do_nothing(index_elements=["name"]))
+        repo_id = self._repository_id(conn, name)
+        assert repo_id is not None
+        return repo_id
+
+    def repository_exists(self, name: str) -> bool:
+        with self._read() as conn:
+            return self._repository_id(conn, name) is not None
+
+    def list_repositories(self, last: str | None, limit: int | None) -> list[str]:
+        query = select(repositories.c.name).order_by(repositories.c.name)
+        if last:
+            query = query.where(repositories.c.name > last)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._read() as conn:
+            return list(conn.execute(query).scalars())
+
+    # -- blobs ---------------------------------------------------------------------------
+
+    def blob_size(self, repository: str, digest: str) -> int | None:
+        """Size of a blob linked into the repository, None when it is not visible there."""
+        query = (
+            select(blobs.c.size)
+            .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
+            .join(repositories, repositories.c.id == repository_blobs.c.repository_id)
+            .where(repositories.c.name == repository, blobs.c.digest == digest)
+        )
+        with self._read() as conn:
+            return conn.execute(query).scalar_one_or_none()
+
+    def _link_blob(self, conn: Connection, repo_id: int, digest: str, size: int) -> None:
+        now = now_us()
+        conn.execute(self._insert(blobs).values(digest=digest, size=size, created_at=now)
+                     .on_conflict_do_nothing(index_elements=["digest"]))
+        conn.execute(self._insert(repository_blobs)
+                     .values(repository_id=repo_id, digest=digest, linked_at=now)
+                     .on_conflict_do_nothing(index_elements=["repository_id", "digest"]))
+
+    def link_blob(self, repository: str, digest: str, size: int, *, create: bool) -> None:
+        with self._write() as conn:
+            self._link_blob(conn, self._ensure_repository(conn, repository, create), digest, size)
+
+    def mount_blob(self, repository: str, source: str, digest: str, *, create: bool) -> bool:
+        """Link a blob that `source` holds into `repository`; False when source lacks it."""
+        with self._write() as conn:
+            size = conn.execute(
+                select(blobs.c.size)
+                .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
+                .join(repositories, repositories.c.id == repository_blobs.c.repository_id)
+                .where(repositories.c.name == source, blobs.c.digest == digest)
+            ).scalar_one_or_none()
+            if size is None:
+                return False
+            self._link_blob(conn, self._ensure_repository(conn, repository, create), digest, size)
+            return True
+
+    def unlink_blob(self, repository: str, digest: str) -> bool:
+        with self._write() as conn:
+            repo_id = self._repository_id(conn, repository)
+            if repo_id is None:
+                return False
+            result = conn.execute(delete(repository_blobs).where(
+                repository_blobs.c.repository_id == repo_id, repository_blobs.c.digest == digest))
+            return result.rowcount > 0
+
+    # -- upload sessions -----------------------------------------------------------------
+
+    def create_upload(self, repository: str, upload_id: str, algorithm: str, *,
+                      create: bool) -> None:
+        with self._write() as conn:
+            repo_id = self._ensure_repository(conn, repository, create)
+            now = now_us()
+            conn.execute(insert(upload_sessions).values(
+                id=upload_id, repository_id=repo_id, algorithm=algorithm,
+                created_at=now, updated_at=now))
+
+    def get_upload(self, repository: str, upload_id: str) -> UploadRecord | None:
+        query = (
+            select(upload_sessions.c.id, upload_sessions.c.algorithm, upload_sessions.c.created_at)
+            .join(repositories, repositories.c.id == upload_sessions.c.repository_id)
+            .where(upload_sessions.c.id == upload_id, repositories.c.name == repository)
+        )
+        with self._read() as conn:
+            row = conn.execute(query).one_or_none()
+        if row is None:
+            return None
+        return UploadRecord(row.id, repository, row.algorithm, row.created_at)
+
+    def touch_upload(self, upload_id: str) -> None:
+        with self._write() as conn:
+            conn.execute(update(upload_sessions).where(upload_sessions.c.id == upload_id)
+                         .values(updated_at=now_us()))
+
+    def complete_upload(self, repository: str, upload_id: str, digest: str, size: int) -> bool:
+        """Close a session and link its blob in one transaction; False if the session is gone."""
+        with self._write() as conn:
+            repo_id = self._repository_id(conn, repository)
+            if repo_id is None:
+                return False
+            removed = conn.execute(delete(upload_sessions).where(
+                upload_sessions.c.id == upload_id, upload_sessions.c.repository_id == repo_id))
+            if removed.rowcount == 0:
+                return False
+            self._link_blob(conn, repo_id, digest, size)
+            return True
+
+    def delete_upload(self, repository: str, upload_id: str) -> bool:
+        with self._write() as conn:
+            repo_id = self._repository_id(conn, repository)
+            if repo_id is None:
+                return False
+            result = conn.execute(delete(upload_sessions).where(
+                upload_sessions.c.id == upload_id, upload_sessions.c.repository_id == repo_id))
+            return result.rowcount > 0
+
+    # -- manifests and tags --------------------------------------------------------------
+
+    def get_manifest(self, repository: str, *, digest: str | None = None,
+                     tag: str | None = None) -> ManifestRecord | None:
+        columns = (manifests.c.digest, manifests.c.media_type, manifests.c.size,
+                   manifests.c.content)
+        query = select(*columns).join(repositories, repositories.c.id == manifests.c.repository_id)
+        query = query.where(repositories.c.name == repository)
+        if tag is not None:
+            query = query.join(tags, tags.c.manifest_id == manifests.c.id).where(tags.c.name == tag)
+        else:
+            query = query.where(manifests.c.digest == digest)
+        with self._read() as conn:
+            row = conn.execute(query).one_or_none()
+        if row is None:
+            return None
+        return ManifestRecord(row.digest, row.media_type, row.size, bytes(row.content))
+
+    @staticmethod
+    def _missing(conn: Connection, repo_id: int,
+                 manifest: NewManifest) -> MissingReferences | None:
+        missing_blobs: set[str] = set()
+        if manifest.blob_digests:
+            present = set(conn.execute(select(repository_blobs.c.digest).where(
+                repository_blobs.c.repository_id == repo_id,
+                repository_blobs.c.digest.in_(manifest.blob_digests))).scalars())
+            missing_blobs = set(manifest.blob_digests) - present
+        missing_children: set[str] = set()
+        if manifest.child_digests:
+            present = set(conn.execute(select(manifests.c.digest).where(
+                manifests.c.repository_id == repo_id,
+                manifests.c.digest.in_(manifest.child_digests))).scalars())
+            missing_children = set(manifest.child_digests) - present
+        if missing_blobs or missing_children:
+            return MissingReferences(sorted(missing_blobs), sorted(missing_children))
+        return None
+
+    def put_manifest(self, repository: str, manifest: NewManifest, tag_names: Sequence[str], *,
+                     create: bool) -> None:
+        """Record a manifest and point tags at it, atomically; refuse dangling references."""
+        with self._write() as conn:
+            repo_id = self._ensure_repository(conn, repository, create)
+            missing = self._missing(conn, repo_id, manifest)
+            if missing is not None:
+                raise missing
+            now = now_us()
+            manifest_id = conn.execute(select(manifests.c.id).where(
+                manifests.c.repository_id == repo_id, manifests.c.digest == manifest.digest)
+            ).scalar_one_or_none()
+            if manifest_id is None:
+                manifest_id = conn.execute(insert(manifests).values(
+                    repository_id=repo_id, digest=manifest.digest, media_type=manifest.media_type,
+                    artifact_type=manifest.artifact_type,
+                    config_media_type=manifest.config_media_type,
+                    subject_digest=manifest.subject_digest,
+                    annotations=json.dumps(manifest.annotations) if manifest.annotations else None,
+                    size=len(manifest.content), content=manifest.content, pushed_at=now,
+                ).returning(manifests.c.id)).scalar_one()
+                references = [{"manifest_id": manifest_id, "kind": "blob", "digest": d}
+                              for d in manifest.blob_digests]
+                references += [{"manifest_id": manifest_id, "kind": "manifest", "digest": d}
+                               for d in manifest.child_digests]
+                if references:
+                    conn.execute(insert(manifest_references), references)
+            for name in tag_names:
+                statement = self._insert(tags).values(
+                    repository_id=repo_id, name=name, manifest_id=manifest_id, updated_at=now)
+                conn.execute(statement.on_conflict_do_update(
+                    index_elements=["repository_id", "name"],
+                    set_={"manifest_id": manifest_id, "updated_at": now}))
+
+    def delete_manifest(self, repository: str, digest: str) -> bool:
+        """Delete a manifest and every tag that points at it."""
+        with self._write() as conn:
+            repo_id = self._repository_id(conn, repository)
+            if repo_id is None:
+                return False
+            result = conn.execute(delete(manifests).where(
+                manifests.c.repository_id == repo_id, manifests.c.digest == digest))
+            return result.rowcount > 0
+
+    def delete_tag(self, repository: str, tag: str) -> bool:
+        with self._write() as conn:
+            repo_id = self._repository_id(conn, repository)
+            if repo_id is None:
+                return False
+            result = conn.execute(delete(tags).where(
+                tags.c.repository_id == repo_id, tags.c.name == tag))
+            return result.rowcount > 0
+
+    def list_tags(self, repository: str, last: str | None, limit: int | None) -> list[str] | None:
+        """Tag names in byte order after `last`; None when the repository does not exist."""
+        with self._read() as conn:
+            repo_id = self._repository_id(conn, repository)
+            if repo_id is None:
+                return None
+            query = select(tags.c.name).where(tags.c.repository_id == repo_id)
+            if last:
+                query = query.where(tags.c.name > last)
+            query = query.order_by(tags.c.name)
+            if limit is not None:
+                query = query.limit(limit)
+            return list(conn.execute(query).scalars())
+
+    def referrers(self, repository: str, subject: str,
+                  artifact_type: str | None) -> list[ReferrerRecord]:
+        query = (
+            select(manifests.c.digest, manifests.c.media_type, manifests.c.size,
+                   manifests.c.artifact_type, manifests.c.annotations)
+            .join(repositories, repositories.c.id == manifests.c.repository_id)
+            .where(repositories.c.name == repository, manifests.c.subject_digest == subject)
+            .order_by(manifests.c.pushed_at, manifests.c.id)
+        )
+        if artifact_type is not None:
+            query = query.where(manifests.c.artifact_type == artifact_type)
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        return [
+            ReferrerRecord(row.digest, row.media_type, row.size, row.artifact_type,
+                           json.loads(row.annotations) if row.annotations else None)
+            for row in rows
+        ]
+
+    def count_uploads(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute(select(func.count()).select_from(upload_sessions)).scalar_one())
