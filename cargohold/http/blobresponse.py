@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from pathlib import Path
 
 from aiohttp import web
@@ -11,27 +12,30 @@ from aiohttp import web
 from cargohold.oci.errors import ErrorCode, RegistryError
 
 
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
 def requested_range(request: web.Request, size: int) -> tuple[int, int] | None:
     """The [start, end) byte range asked for, None for the whole blob.
 
-    A malformed or multi-range header is ignored (RFC 9110 lets a server do so); a range that
-    lies wholly beyond the blob is refused with 416.
+    Only single ranges are honoured (a multi-range or foreign-unit header is ignored, as RFC 9110
+    allows); a range that is backwards or lies wholly beyond the blob is refused with 416, as
+    the OCI conformance suite expects.
     """
-    if "Range" not in request.headers:
+    header = request.headers.get("Range")
+    if header is None:
         return None
-    try:
-        wanted = request.http_range
-    except ValueError:
+    match = _RANGE.match(header.strip().replace(" ", ""))
+    if not match or match.groups() == ("", ""):
         return None
-    start, stop = wanted.start, wanted.stop
-    if start is None and stop is None:
-        return None
-    if start is None:
-        # "bytes=-N" arrives as slice(-N, None) in aiohttp; tolerate both encodings.
-        start, stop = max(size - (stop or 0), 0), size
-    elif start < 0:
-        start, stop = max(size + start, 0), size
-    stop = size if stop is None else min(stop, size)
+    first, last = match.groups()
+    if first == "":
+        start, stop = max(size - int(last), 0), size
+    else:
+        start = int(first)
+        stop = size if last == "" else min(int(last) + 1, size)
+        if last != "" and int(last) < start:
+            stop = start
     if start >= size or start >= stop:
         raise RegistryError(ErrorCode.RANGE_INVALID, "requested range not satisfiable",
                             {"size": size}, headers={"Content-Range": f"bytes */{size}"})

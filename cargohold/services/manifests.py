@@ -9,7 +9,7 @@ from typing import Any
 from cargohold.oci.digest import digest_of, is_digest, parse_digest
 from cargohold.oci.errors import ErrorCode, RegistryError
 from cargohold.oci.manifest import OCI_INDEX, parse_manifest
-from cargohold.oci.names import validate_tag
+from cargohold.oci.names import TAG_PATTERN, validate_tag
 from cargohold.services.storage import Storage
 from cargohold.storage.metadata import (
     ManifestRecord,
@@ -36,8 +36,9 @@ class ManifestService:
             record = await self.storage.db(self.storage.metadata.get_manifest, repository,
                                            digest=digest)
         else:
-            record = await self.storage.db(self.storage.metadata.get_manifest, repository,
-                                           tag=validate_tag(reference))
+            # A malformed tag names nothing: 404, as the conformance suite expects.
+            record = None if not TAG_PATTERN.match(reference) else await self.storage.db(
+                self.storage.metadata.get_manifest, repository, tag=reference)
         if record is None:
             raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"reference": reference})
         return record
@@ -87,9 +88,10 @@ class ManifestService:
         if is_digest(reference):
             deleted = await self.storage.db(metadata.delete_manifest, repository,
                                             str(parse_digest(reference)))
+        elif TAG_PATTERN.match(reference):
+            deleted = await self.storage.db(metadata.delete_tag, repository, reference)
         else:
-            deleted = await self.storage.db(metadata.delete_tag, repository,
-                                            validate_tag(reference))
+            deleted = False
         if not deleted:
             raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"reference": reference})
 

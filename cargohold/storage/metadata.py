@@ -343,30 +343,44 @@ class MetadataStore:
             if missing is not None:
                 raise missing
             now = now_us()
-            manifest_id = conn.execute(select(manifests.c.id).where(
-                manifests.c.repository_id == repo_id, manifests.c.digest == manifest.digest)
-            ).scalar_one_or_none()
+            manifest_id = self._manifest_id(conn, repo_id, manifest.digest)
             if manifest_id is None:
-                manifest_id = conn.execute(insert(manifests).values(
-                    repository_id=repo_id, digest=manifest.digest, media_type=manifest.media_type,
-                    artifact_type=manifest.artifact_type,
-                    config_media_type=manifest.config_media_type,
-                    subject_digest=manifest.subject_digest,
-                    annotations=json.dumps(manifest.annotations) if manifest.annotations else None,
-                    size=len(manifest.content), content=manifest.content, pushed_at=now,
-                ).returning(manifests.c.id)).scalar_one()
-                references = [{"manifest_id": manifest_id, "kind": "blob", "digest": d}
-                              for d in manifest.blob_digests]
-                references += [{"manifest_id": manifest_id, "kind": "manifest", "digest": d}
-                               for d in manifest.child_digests]
-                if references:
-                    conn.execute(insert(manifest_references), references)
+                manifest_id = self._insert_manifest(conn, repo_id, manifest, now)
             for name in tag_names:
                 statement = self._insert(tags).values(
                     repository_id=repo_id, name=name, manifest_id=manifest_id, updated_at=now)
                 conn.execute(statement.on_conflict_do_update(
                     index_elements=["repository_id", "name"],
                     set_={"manifest_id": manifest_id, "updated_at": now}))
+
+    @staticmethod
+    def _manifest_id(conn: Connection, repo_id: int, digest: str) -> int | None:
+        return conn.execute(select(manifests.c.id).where(
+            manifests.c.repository_id == repo_id, manifests.c.digest == digest)
+        ).scalar_one_or_none()
+
+    def _insert_manifest(self, conn: Connection, repo_id: int, manifest: NewManifest,
+                         now: int) -> int:
+        inserted = conn.execute(self._insert(manifests).values(
+            repository_id=repo_id, digest=manifest.digest, media_type=manifest.media_type,
+            artifact_type=manifest.artifact_type, config_media_type=manifest.config_media_type,
+            subject_digest=manifest.subject_digest,
+            annotations=json.dumps(manifest.annotations) if manifest.annotations else None,
+            size=len(manifest.content), content=manifest.content, pushed_at=now,
+        ).on_conflict_do_nothing(index_elements=["repository_id", "digest"])
+         .returning(manifests.c.id)).scalar_one_or_none()
+        if inserted is None:
+            # A concurrent push of the same manifest won the insert: its row is the one.
+            winner = self._manifest_id(conn, repo_id, manifest.digest)
+            assert winner is not None
+            return winner
+        references = [{"manifest_id": inserted, "kind": "blob", "digest": d}
+                      for d in sorted(manifest.blob_digests)]
+        references += [{"manifest_id": inserted, "kind": "manifest", "digest": d}
+                       for d in sorted(manifest.child_digests)]
+        if references:
+            conn.execute(insert(manifest_references), references)
+        return inserted
 
     def delete_manifest(self, repository: str, digest: str) -> bool:
         """Delete a manifest and every tag that points at it."""
