@@ -11,7 +11,6 @@ from aiohttp import web
 
 from cargohold.oci.errors import ErrorCode, RegistryError
 
-
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 

@@ -16,7 +16,18 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, create_engine, delete, event, func, insert, select, text, update
+from sqlalchemy import (
+    Connection,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
@@ -105,7 +116,34 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
+        # Writers take the write lock up front (no deadlocking lock upgrades). Readers run in
+        # autocommit: each read is one statement, atomic on its own under WAL.
+        if conn.info.get("write"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+# Hot-path reads, built once: constructing a statement costs more than running it.
+_MANIFEST_COLUMNS = (manifests.c.digest, manifests.c.media_type, manifests.c.size,
+                     manifests.c.content)
+_MANIFEST_BY_DIGEST = (
+    select(*_MANIFEST_COLUMNS)
+    .join(repositories, repositories.c.id == manifests.c.repository_id)
+    .where(repositories.c.name == bindparam("repository"),
+           manifests.c.digest == bindparam("digest"))
+)
+_MANIFEST_BY_TAG = (
+    select(*_MANIFEST_COLUMNS)
+    .join(repositories, repositories.c.id == manifests.c.repository_id)
+    .join(tags, tags.c.manifest_id == manifests.c.id)
+    .where(repositories.c.name == bindparam("repository"), tags.c.name == bindparam("tag"))
+)
+_BLOB_SIZE = (
+    select(blobs.c.size)
+    .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
+    .join(repositories, repositories.c.id == repository_blobs.c.repository_id)
+    .where(repositories.c.name == bindparam("repository"), blobs.c.digest == bindparam("digest"))
+)
+_REPOSITORY_ID = select(repositories.c.id).where(repositories.c.name == bindparam("name"))
 
 
 class MetadataStore:
@@ -169,9 +207,7 @@ class MetadataStore:
 
     @staticmethod
     def _repository_id(conn: Connection, name: str) -> int | None:
-        return conn.execute(
-            select(repositories.c.id).where(repositories.c.name == name)
-        ).scalar_one_or_none()
+        return conn.execute(_REPOSITORY_ID, {"name": name}).scalar_one_or_none()
 
     def _ensure_repository(self, conn: Connection, name: str, create: bool) -> int:
         repo_id = self._repository_id(conn, name)
@@ -203,14 +239,9 @@ class MetadataStore:
 
     def blob_size(self, repository: str, digest: str) -> int | None:
         """Size of a blob linked into the repository, None when it is not visible there."""
-        query = (
-            select(blobs.c.size)
-            .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
-            .join(repositories, repositories.c.id == repository_blobs.c.repository_id)
-            .where(repositories.c.name == repository, blobs.c.digest == digest)
-        )
         with self._read() as conn:
-            return conn.execute(query).scalar_one_or_none()
+            return conn.execute(_BLOB_SIZE, {"repository": repository, "digest": digest}
+                                ).scalar_one_or_none()
 
     def _link_blob(self, conn: Connection, repo_id: int, digest: str, size: int) -> None:
         now = now_us()
@@ -227,12 +258,8 @@ class MetadataStore:
     def mount_blob(self, repository: str, source: str, digest: str, *, create: bool) -> bool:
         """Link a blob that `source` holds into `repository`; False when source lacks it."""
         with self._write() as conn:
-            size = conn.execute(
-                select(blobs.c.size)
-                .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
-                .join(repositories, repositories.c.id == repository_blobs.c.repository_id)
-                .where(repositories.c.name == source, blobs.c.digest == digest)
-            ).scalar_one_or_none()
+            size = conn.execute(_BLOB_SIZE, {"repository": source, "digest": digest}
+                                ).scalar_one_or_none()
             if size is None:
                 return False
             self._link_blob(conn, self._ensure_repository(conn, repository, create), digest, size)
@@ -301,16 +328,12 @@ class MetadataStore:
 
     def get_manifest(self, repository: str, *, digest: str | None = None,
                      tag: str | None = None) -> ManifestRecord | None:
-        columns = (manifests.c.digest, manifests.c.media_type, manifests.c.size,
-                   manifests.c.content)
-        query = select(*columns).join(repositories, repositories.c.id == manifests.c.repository_id)
-        query = query.where(repositories.c.name == repository)
         if tag is not None:
-            query = query.join(tags, tags.c.manifest_id == manifests.c.id).where(tags.c.name == tag)
+            statement, params = _MANIFEST_BY_TAG, {"repository": repository, "tag": tag}
         else:
-            query = query.where(manifests.c.digest == digest)
+            statement, params = _MANIFEST_BY_DIGEST, {"repository": repository, "digest": digest}
         with self._read() as conn:
-            row = conn.execute(query).one_or_none()
+            row = conn.execute(statement, params).one_or_none()
         if row is None:
             return None
         return ManifestRecord(row.digest, row.media_type, row.size, bytes(row.content))
