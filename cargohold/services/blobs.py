@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import uuid
@@ -17,8 +18,9 @@ from cargohold.storage.blobstore import (
     UploadConflict,
     UploadMissing,
     UploadOffsetMismatch,
+    UploadWriter,
 )
-from cargohold.storage.metadata import RepositoryNotFound
+from cargohold.storage.metadata import RepositoryNotFound, UploadRecord
 
 log = logging.getLogger(__name__)
 HASHER_CACHE_SIZE = 512
@@ -116,14 +118,13 @@ class UploadService:
         return UploadState(upload_id, 0)
 
     async def status(self, repository: str, upload_id: str) -> UploadState:
-        await self._session(repository, upload_id)
-        return UploadState(upload_id, await self._size(upload_id))
+        record = await self._record(repository, upload_id)
+        return UploadState(upload_id, record.size)
 
     async def append(self, repository: str, upload_id: str, body: AsyncIterator[bytes],
                      chunk_range: ChunkRange | None, content_length: int | None) -> UploadState:
-        algorithm = await self._session(repository, upload_id)
-        size = await self._append(upload_id, algorithm, body, chunk_range, content_length)
-        await self.storage.db(self.storage.metadata.touch_upload, upload_id)
+        async with self._writer(repository, upload_id) as (writer, record):
+            size = await self._write_chunk(writer, record, body, chunk_range, content_length)
         return UploadState(upload_id, size)
 
     async def complete(self, repository: str, upload_id: str, digest: str,
@@ -131,19 +132,20 @@ class UploadService:
                        content_length: int | None) -> tuple[Digest, int]:
         """Take the last chunk (if any), verify the whole blob's digest, and publish it."""
         expected = parse_digest(digest)
-        algorithm = await self._session(repository, upload_id)
-        if body is not None:
-            size = await self._append(upload_id, algorithm, body, chunk_range, content_length)
-        else:
-            size = await self._size(upload_id)
-        hasher = await self._hasher_at(upload_id, expected.algorithm, size)
-        if hasher.hexdigest() != expected.hex:
-            await self.cancel(repository, upload_id, missing_ok=True)
-            raise RegistryError(ErrorCode.DIGEST_INVALID, detail={"digest": str(expected)})
-        self._hashers.pop(upload_id, None)
-        await self.storage.blobs.commit_upload(upload_id, str(expected))
-        completed = await self.storage.db(self.storage.metadata.complete_upload, repository,
-                                          upload_id, str(expected), size)
+        async with self._writer(repository, upload_id) as (writer, record):
+            size = record.size
+            if body is not None:
+                size = await self._write_chunk(writer, record, body, chunk_range,
+                                               content_length)
+            hasher = await self._hasher_at(upload_id, expected.algorithm, size)
+            self._hashers.pop(upload_id, None)
+            if hasher.hexdigest() != expected.hex:
+                await self.storage.blobs.delete_upload(upload_id)
+                await self.storage.db(self.storage.metadata.delete_upload, repository, upload_id)
+                raise RegistryError(ErrorCode.DIGEST_INVALID, detail={"digest": str(expected)})
+            await self.storage.blobs.commit_upload(upload_id, size, str(expected))
+            completed = await self.storage.db(self.storage.metadata.complete_upload, repository,
+                                              upload_id, str(expected), size)
         if not completed:
             raise _unknown_upload(upload_id)
         return expected, size
@@ -181,19 +183,27 @@ class UploadService:
 
     # -- internals -------------------------------------------------------------------------
 
-    async def _session(self, repository: str, upload_id: str) -> str:
+    async def _record(self, repository: str, upload_id: str) -> UploadRecord:
         if not _valid_upload_id(upload_id):
             raise _unknown_upload(upload_id)
         record = await self.storage.db(self.storage.metadata.get_upload, repository, upload_id)
         if record is None:
             raise _unknown_upload(upload_id)
-        return record.algorithm
+        return record
 
-    async def _size(self, upload_id: str) -> int:
-        size = await self.storage.blobs.upload_size(upload_id)
-        if size is None:
-            raise _unknown_upload(upload_id)
-        return size
+    @contextlib.asynccontextmanager
+    async def _writer(self, repository: str,
+                      upload_id: str) -> AsyncIterator[tuple[UploadWriter, UploadRecord]]:
+        """Hold the session exclusively, with its record read under that hold."""
+        await self._record(repository, upload_id)
+        try:
+            async with self.storage.blobs.open_upload(upload_id) as writer:
+                yield writer, await self._record(repository, upload_id)
+        except UploadConflict:
+            raise RegistryError(ErrorCode.RANGE_INVALID, "another request is writing this upload",
+                                {"upload": upload_id}) from None
+        except UploadMissing:
+            raise _unknown_upload(upload_id) from None
 
     async def _hasher_at(self, upload_id: str, algorithm: str, size: int) -> hashlib._Hash:
         """The running hash of the first `size` bytes, rebuilt from storage when not cached."""
@@ -203,7 +213,7 @@ class UploadService:
         else:
             offset, hasher = 0, hashlib.new(algorithm)
         if offset < size:
-            async for chunk in self.storage.blobs.read_upload(upload_id, offset):
+            async for chunk in self.storage.blobs.read_upload(upload_id, offset, size):
                 hasher.update(chunk)
         return hasher
 
@@ -213,9 +223,11 @@ class UploadService:
         while len(self._hashers) > HASHER_CACHE_SIZE:
             self._hashers.popitem(last=False)
 
-    async def _append(self, upload_id: str, algorithm: str, body: AsyncIterator[bytes],
-                      chunk_range: ChunkRange | None, content_length: int | None) -> int:
-        size = await self._size(upload_id)
+    async def _write_chunk(self, writer: UploadWriter, record: UploadRecord,
+                           body: AsyncIterator[bytes], chunk_range: ChunkRange | None,
+                           content_length: int | None) -> int:
+        """Write one chunk and acknowledge it in the database; all of it or nothing."""
+        upload_id, size = record.id, record.size
         expected_length = content_length
         if chunk_range is not None:
             if chunk_range.start != size or chunk_range.end < chunk_range.start:
@@ -226,7 +238,7 @@ class UploadService:
                                     {"contentLength": content_length,
                                      "range": f"{chunk_range.start}-{chunk_range.end}"})
             expected_length = chunk_range.length
-        hasher = await self._hasher_at(upload_id, algorithm, size)
+        hasher = await self._hasher_at(upload_id, record.algorithm, size)
 
         async def hashed() -> AsyncIterator[bytes]:
             received = 0
@@ -240,17 +252,22 @@ class UploadService:
                 raise _ChunkSizeMismatch
 
         try:
-            new_size = await self.storage.blobs.append_upload(upload_id, size, hashed())
+            new_size = await writer.write_at(size, hashed())
         except UploadOffsetMismatch as exc:
             raise _range_error(upload_id, exc.current_size) from None
-        except UploadConflict:
-            raise _range_error(upload_id, size, "another chunk is being written") from None
-        except UploadMissing:
-            raise _unknown_upload(upload_id) from None
         except _ChunkSizeMismatch:
             raise RegistryError(ErrorCode.SIZE_INVALID,
                                 "chunk length does not match the declared length") from None
-        self._remember(upload_id, algorithm, new_size, hasher)
+        try:
+            acknowledged = await self.storage.db(self.storage.metadata.record_upload_size,
+                                                 upload_id, size, new_size)
+        except BaseException:
+            await writer.truncate(size)
+            raise
+        if not acknowledged:
+            await writer.truncate(size)
+            raise _unknown_upload(upload_id)
+        self._remember(upload_id, record.algorithm, new_size, hasher)
         return new_size
 
 

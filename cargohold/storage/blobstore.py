@@ -7,6 +7,7 @@ keeps bytes. Implementations: `FilesystemBlobStore` now, S3-compatible later.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -36,6 +37,20 @@ class BlobLocation:
     size: int
 
 
+class UploadWriter(Protocol):
+    """The one writer of an upload session, while it holds the session."""
+
+    async def write_at(self, offset: int, chunks: AsyncIterator[bytes]) -> int:
+        """Write a chunk at `offset` (the acknowledged size) and return the new size.
+
+        Bytes past `offset`, left by a chunk that was interrupted (even by a crash), are
+        discarded first; a chunk that fails midway is cut back off: all of it or nothing.
+        """
+
+    async def truncate(self, size: int) -> None:
+        """Cut the scratch data back to `size` bytes."""
+
+
 class BlobStore(Protocol):
     """Bytes by digest, and append-only scratch files for upload sessions."""
 
@@ -56,18 +71,17 @@ class BlobStore(Protocol):
     async def create_upload(self, upload_id: str) -> None:
         """Create an empty scratch area for an upload session."""
 
-    async def upload_size(self, upload_id: str) -> int | None:
-        """Bytes received so far, or None when the scratch area is gone."""
+    def open_upload(self, upload_id: str) -> AbstractAsyncContextManager[UploadWriter]:
+        """Exclusive write access to an upload's scratch data.
 
-    async def append_upload(self, upload_id: str, offset: int,
-                            chunks: AsyncIterator[bytes]) -> int:
-        """Append a chunk that must start at `offset`; all of it or nothing. Returns new size."""
+        Raises UploadConflict when another request holds it, UploadMissing when it is gone.
+        """
 
-    def read_upload(self, upload_id: str, start: int = 0) -> AsyncIterator[bytes]:
-        """Stream the upload's bytes from `start` (used to rebuild a digest)."""
+    def read_upload(self, upload_id: str, start: int, end: int) -> AsyncIterator[bytes]:
+        """Stream the upload's bytes [start, end) (used to rebuild a digest)."""
 
-    async def commit_upload(self, upload_id: str, digest: str) -> None:
-        """Move a verified upload into place as blob `digest`, atomically."""
+    async def commit_upload(self, upload_id: str, size: int, digest: str) -> None:
+        """Move the first `size` bytes of a verified upload into place as blob `digest`."""
 
     async def delete_upload(self, upload_id: str) -> None:
         """Discard an upload's scratch data."""

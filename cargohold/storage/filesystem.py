@@ -92,14 +92,8 @@ class FilesystemBlobStore:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.close(fd)
 
-    async def upload_size(self, upload_id: str) -> int | None:
-        try:
-            return self.upload_path(upload_id).stat().st_size
-        except FileNotFoundError:
-            return None
-
-    async def append_upload(self, upload_id: str, offset: int,
-                            chunks: AsyncIterator[bytes]) -> int:
+    @contextlib.asynccontextmanager
+    async def open_upload(self, upload_id: str) -> AsyncIterator[_FileUploadWriter]:
         try:
             fd = os.open(self.upload_path(upload_id), os.O_WRONLY)
         except FileNotFoundError:
@@ -111,37 +105,25 @@ class FilesystemBlobStore:
                 if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
                     raise UploadConflict(upload_id) from None
                 raise
-            size = os.fstat(fd).st_size
-            if size != offset:
-                raise UploadOffsetMismatch(size)
-            os.lseek(fd, size, os.SEEK_SET)
-            written = size
-            try:
-                async for chunk in chunks:
-                    view = memoryview(chunk)
-                    while view:
-                        count = os.write(fd, view)
-                        view = view[count:]
-                        written += count
-            except BaseException:
-                # A chunk is all or nothing: cut back to where it started.
-                os.ftruncate(fd, size)
-                raise
-            return written
+            yield _FileUploadWriter(fd)
         finally:
             os.close(fd)
 
-    async def read_upload(self, upload_id: str, start: int = 0) -> AsyncIterator[bytes]:
+    async def read_upload(self, upload_id: str, start: int, end: int) -> AsyncIterator[bytes]:
         with open(self.upload_path(upload_id), "rb") as handle:
             handle.seek(start)
-            while chunk := handle.read(READ_CHUNK):
+            remaining = end - start
+            while remaining > 0 and (chunk := handle.read(min(READ_CHUNK, remaining))):
+                remaining -= len(chunk)
                 yield chunk
 
-    async def commit_upload(self, upload_id: str, digest: str) -> None:
+    async def commit_upload(self, upload_id: str, size: int, digest: str) -> None:
         source = self.upload_path(upload_id)
         target = self.blob_path(digest)
-        fd = os.open(source, os.O_RDONLY)
+        fd = os.open(source, os.O_WRONLY)
         try:
+            if os.fstat(fd).st_size != size:
+                os.ftruncate(fd, size)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -156,3 +138,33 @@ class FilesystemBlobStore:
     async def delete_upload(self, upload_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.upload_path(upload_id).unlink()
+
+
+class _FileUploadWriter:
+    """Writes to an upload file whose flock the caller holds."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    async def write_at(self, offset: int, chunks: AsyncIterator[bytes]) -> int:
+        size = os.fstat(self.fd).st_size
+        if size < offset:
+            raise UploadOffsetMismatch(size)
+        if size > offset:
+            os.ftruncate(self.fd, offset)
+        os.lseek(self.fd, offset, os.SEEK_SET)
+        written = offset
+        try:
+            async for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    count = os.write(self.fd, view)
+                    view = view[count:]
+                    written += count
+        except BaseException:
+            os.ftruncate(self.fd, offset)
+            raise
+        return written
+
+    async def truncate(self, size: int) -> None:
+        os.ftruncate(self.fd, size)

@@ -22,7 +22,6 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
-    func,
     insert,
     select,
     text,
@@ -99,6 +98,7 @@ class UploadRecord:
     id: str
     repository: str
     algorithm: str
+    size: int
     created_at: int
 
 
@@ -282,12 +282,13 @@ class MetadataStore:
             repo_id = self._ensure_repository(conn, repository, create)
             now = now_us()
             conn.execute(insert(upload_sessions).values(
-                id=upload_id, repository_id=repo_id, algorithm=algorithm,
+                id=upload_id, repository_id=repo_id, algorithm=algorithm, size=0,
                 created_at=now, updated_at=now))
 
     def get_upload(self, repository: str, upload_id: str) -> UploadRecord | None:
         query = (
-            select(upload_sessions.c.id, upload_sessions.c.algorithm, upload_sessions.c.created_at)
+            select(upload_sessions.c.id, upload_sessions.c.algorithm, upload_sessions.c.size,
+                   upload_sessions.c.created_at)
             .join(repositories, repositories.c.id == upload_sessions.c.repository_id)
             .where(upload_sessions.c.id == upload_id, repositories.c.name == repository)
         )
@@ -295,12 +296,15 @@ class MetadataStore:
             row = conn.execute(query).one_or_none()
         if row is None:
             return None
-        return UploadRecord(row.id, repository, row.algorithm, row.created_at)
+        return UploadRecord(row.id, repository, row.algorithm, row.size, row.created_at)
 
-    def touch_upload(self, upload_id: str) -> None:
+    def record_upload_size(self, upload_id: str, old_size: int, new_size: int) -> bool:
+        """Acknowledge a chunk: move the session from old_size to new_size, if still there."""
         with self._write() as conn:
-            conn.execute(update(upload_sessions).where(upload_sessions.c.id == upload_id)
-                         .values(updated_at=now_us()))
+            result = conn.execute(update(upload_sessions).where(
+                upload_sessions.c.id == upload_id, upload_sessions.c.size == old_size,
+            ).values(size=new_size, updated_at=now_us()))
+            return result.rowcount > 0
 
     def complete_upload(self, repository: str, upload_id: str, digest: str, size: int) -> bool:
         """Close a session and link its blob in one transaction; False if the session is gone."""
@@ -456,7 +460,3 @@ class MetadataStore:
                            json.loads(row.annotations) if row.annotations else None)
             for row in rows
         ]
-
-    def count_uploads(self) -> int:
-        with self._read() as conn:
-            return int(conn.execute(select(func.count()).select_from(upload_sessions)).scalar_one())

@@ -102,6 +102,8 @@ upload_sessions = Table(
     Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"),
            nullable=False),
     Column("algorithm", String(16), nullable=False),
+    # Bytes acknowledged to the client; scratch bytes past it are from an interrupted chunk.
+    Column("size", BigInteger, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
 )

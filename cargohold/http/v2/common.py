@@ -15,7 +15,7 @@ from cargohold.services.manifests import ManifestService
 
 BODY_CHUNK = 1 << 20
 MAX_PAGE = 10_000
-_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
+_CONTENT_RANGE = re.compile(r"^([0-9]+)-([0-9]+)$")  # the spec's exact grammar
 
 BLOBS_KEY = web.AppKey("blobs", BlobService)
 UPLOADS_KEY = web.AppKey("uploads", UploadService)
