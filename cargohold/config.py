@@ -42,6 +42,15 @@ class Settings(BaseSettings):
     max_manifest_size: int = Field(default=4 * 1024 * 1024, ge=1024)
     create_on_push: bool = Field(
         default=True, description="Pushing to an unknown repository creates it.")
+    anonymous: bool = Field(
+        default=False, description="Let anyone do anything, unauthenticated (local experiments).")
+    secret_key: str | None = Field(
+        default=None, description="Base64 server key shared by all nodes; default: "
+        "<data_dir>/server.key, created on first start.")
+    region: str = Field(default="us-east-1", description="The region named in ARNs.")
+    service_name: str = Field(default="cargohold", description="Registry token service name.")
+    public_url: str | None = Field(
+        default=None, description="External base URL (behind a proxy); default: from requests.")
     access_log: bool = False
     log_level: str = "INFO"
 

@@ -18,9 +18,9 @@ from types import FrameType
 from aiohttp import web
 
 from cargohold.config import Settings
-from cargohold.http.app import create_app
-from cargohold.services.storage import open_blob_store
-from cargohold.storage.metadata import MetadataStore
+from cargohold.http.app import create_app, identity_service
+from cargohold.services.bootstrap import bootstrap_administrator
+from cargohold.services.storage import Storage
 
 log = logging.getLogger("cargohold")
 
@@ -31,15 +31,21 @@ def configure_logging(level: str) -> None:
 
 
 def prepare(settings: Settings) -> None:
-    """Create the data directory, migrate the schema and open the blob store once."""
+    """Create the data directory, migrate the schema, and create the first administrator."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    store = MetadataStore(settings.resolved_database_url)
+    storage = Storage.from_settings(settings)
     try:
-        store.migrate()
+        storage.database.migrate()
+        written = bootstrap_administrator(identity_service(storage), settings.data_dir)
+        if written is not None:
+            log.info("administrator access key written to %s (AWS shared-credentials format)",
+                     written)
     finally:
-        store.dispose()
-    open_blob_store(settings)
+        storage.close()
+    if settings.anonymous:
+        log.warning("!!! --anonymous: ANYONE can push, pull and delete in this registry without "
+                    "credentials. For local experiments only. !!!")
 
 
 def bind(settings: Settings) -> socket.socket:

@@ -32,8 +32,10 @@ class RegistryProcess:
     """A `cargohold serve` process on a private port and data directory."""
 
     def __init__(self, data_dir: Path, extra_args: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, anonymous: bool = True) -> None:
         self.data_dir = data_dir
+        # Spec-level tests run with open access; the access-control tests pass anonymous=False.
+        self.mode_args = ["--anonymous"] if anonymous else []
         self.extra_args = list(extra_args or [])
         self.env = dict(env or {})
         self.port = free_port()
@@ -45,6 +47,14 @@ class RegistryProcess:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def admin_credentials(self) -> tuple[str, str]:
+        """The bootstrap administrator's access key id and secret."""
+        values = dict(line.split(" = ", 1) for line in
+                      (self.data_dir / "admin-credentials").read_text().splitlines()
+                      if " = " in line)
+        return values["aws_access_key_id"], values["aws_secret_access_key"]
+
+    @property
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
 
@@ -52,7 +62,7 @@ class RegistryProcess:
         env = {**os.environ, **self.env}
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cargohold", "serve", "--host", "127.0.0.1",
+            [sys.executable, "-m", "cargohold", "serve", "--host", "127.0.0.1", *self.mode_args,
              "--port", str(self.port), "--data-dir", str(self.data_dir), *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
@@ -97,9 +107,10 @@ def make_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     """Factory for private servers (restart tests, special configuration)."""
     started: list[RegistryProcess] = []
 
-    def factory(extra_args: list[str] | None = None,
-                env: dict[str, str] | None = None) -> RegistryProcess:
-        server = RegistryProcess(tmp_path_factory.mktemp("registry") / "data", extra_args, env)
+    def factory(extra_args: list[str] | None = None, env: dict[str, str] | None = None,
+                anonymous: bool = True) -> RegistryProcess:
+        server = RegistryProcess(tmp_path_factory.mktemp("registry") / "data", extra_args, env,
+                                 anonymous)
         server.start()
         started.append(server)
         return server

@@ -7,14 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dbfixtures import database_url, postgres_available
 
+from cargohold.storage.database import Database
 from cargohold.storage.metadata import (
     MetadataStore,
     MissingReferences,
     NewManifest,
     RepositoryNotFound,
 )
-from dbfixtures import database_url, postgres_available
 
 IN_CI = bool(__import__("os").environ.get("CI"))
 ENGINES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
@@ -30,11 +31,11 @@ INDEX = "sha256:" + "c" * 64
 @pytest.fixture(params=ENGINES)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MetadataStore]:
     with database_url(request.param, tmp_path) as url:
-        metadata = MetadataStore(url)
-        metadata.migrate()
-        metadata.migrate()  # idempotent
-        yield metadata
-        metadata.dispose()
+        database = Database(url)
+        database.migrate()
+        database.migrate()  # idempotent
+        yield MetadataStore(database)
+        database.dispose()
 
 
 def manifest(digest: str = M1, blobs: frozenset[str] = frozenset({LAYER, CONFIG}),
@@ -156,7 +157,7 @@ def test_concurrent_pushes_of_one_manifest_and_tag(store: MetadataStore) -> None
             store.put_manifest("team/app", manifest(M1 if index % 2 else M2), ["latest"],
                                create=True)
             store.link_blob(f"race/{index % 3}", LAYER, 10, create=True)
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=push, args=(i,)) for i in range(16)]

@@ -10,26 +10,33 @@ from typing import Any, ParamSpec, TypeVar
 
 from cargohold.config import Settings
 from cargohold.storage.blobstore import BlobStore
+from cargohold.storage.database import Database
 from cargohold.storage.filesystem import FilesystemBlobStore
+from cargohold.storage.identity import IdentityStore
 from cargohold.storage.metadata import MetadataStore
+from cargohold.storage.secrets import ServerKeys
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 
 class Storage:
-    """The metadata store and blob store of one node, plus a thread pool for blocking DB calls."""
+    """The stores of one node (database, blobs, server key), plus a thread pool for DB calls."""
 
-    def __init__(self, settings: Settings, metadata: MetadataStore, blobs: BlobStore) -> None:
+    def __init__(self, settings: Settings, database: Database, blobs: BlobStore,
+                 keys: ServerKeys) -> None:
         self.settings = settings
-        self.metadata = metadata
+        self.database = database
+        self.metadata = MetadataStore(database)
+        self.identity = IdentityStore(database)
         self.blobs = blobs
+        self.keys = keys
         self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="db")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Storage:
-        return cls(settings, MetadataStore(settings.resolved_database_url),
-                   open_blob_store(settings))
+        return cls(settings, Database(settings.resolved_database_url), open_blob_store(settings),
+                   ServerKeys.load(settings.data_dir, settings.secret_key))
 
     async def db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a metadata-store call off the event loop."""
@@ -47,11 +54,11 @@ class Storage:
         return report
 
     async def _check_db(self) -> None:
-        await self.db(self.metadata.check)
+        await self.db(self.database.check)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False)
-        self.metadata.dispose()
+        self.database.dispose()
 
 
 def open_blob_store(settings: Settings) -> BlobStore:

@@ -1,36 +1,22 @@
-"""The metadata store: every read and write of registry metadata, one transaction per method.
-
-Runs unchanged on SQLite (the embedded default) and PostgreSQL; nothing here is engine-specific
-except connection set-up and the upsert construct, both chosen from the engine's dialect.
-"""
+"""The metadata store: every read and write of registry metadata, one transaction per method."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import (
     Connection,
     bindparam,
-    create_engine,
     delete,
-    event,
     insert,
     select,
-    text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
-from sqlalchemy.pool import NullPool
 
+from cargohold.storage.database import Database
 from cargohold.storage.schema import (
     blobs,
     manifest_references,
@@ -40,8 +26,6 @@ from cargohold.storage.schema import (
     tags,
     upload_sessions,
 )
-
-MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 def now_us() -> int:
@@ -102,26 +86,6 @@ class UploadRecord:
     created_at: int
 
 
-def _configure_sqlite(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # Let SQLAlchemy's begin() emit BEGIN itself, so writers can take the lock up front.
-        dbapi_conn.isolation_level = None
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        # Writers take the write lock up front (no deadlocking lock upgrades). Readers run in
-        # autocommit: each read is one statement, atomic on its own under WAL.
-        if conn.info.get("write"):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
 # Hot-path reads, built once: constructing a statement costs more than running it.
 _MANIFEST_COLUMNS = (manifests.c.digest, manifests.c.media_type, manifests.c.size,
                      manifests.c.content)
@@ -149,59 +113,11 @@ _REPOSITORY_ID = select(repositories.c.id).where(repositories.c.name == bindpara
 class MetadataStore:
     """Registry metadata in a SQL database (SQLite or PostgreSQL)."""
 
-    def __init__(self, url: str, *, pool_size: int = 8) -> None:
-        self.url = url
-        if url.startswith("sqlite"):
-            self.engine = create_engine(url, connect_args={"check_same_thread": False},
-                                        pool_size=pool_size, max_overflow=pool_size)
-            _configure_sqlite(self.engine)
-        elif url.startswith("postgresql"):
-            self.engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size,
-                                        pool_pre_ping=True)
-        else:
-            raise ValueError(f"unsupported database URL {url!r} (use sqlite:/// or postgresql://)")
-        is_postgres = self.engine.dialect.name == "postgresql"
-        self._insert = postgresql.insert if is_postgres else sqlite.insert
-
-    # -- lifecycle -----------------------------------------------------------------------
-
-    def migrate(self) -> None:
-        """Bring the schema to the newest revision (idempotent; safe at every start)."""
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
-        engine = self.engine
-        if engine.dialect.name == "sqlite":
-            # A separate engine without the BEGIN hook: alembic manages its own transactions.
-            engine = create_engine(self.url, poolclass=NullPool)
-        with engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(7283910)"))
-            config.attributes["connection"] = conn
-            command.upgrade(config, "head")
-        if engine is not self.engine:
-            engine.dispose()
-
-    def dispose(self) -> None:
-        self.engine.dispose()
-
-    def check(self) -> None:
-        with self.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn, conn.begin():
-            yield conn
-
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
-            conn.info["write"] = True
-            try:
-                with conn.begin():
-                    yield conn
-            finally:
-                conn.info.pop("write", None)
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._insert = database.insert
+        self._read = database.read
+        self._write = database.write
 
     # -- repositories --------------------------------------------------------------------
 

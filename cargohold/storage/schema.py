@@ -107,3 +107,55 @@ upload_sessions = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
 )
+
+# -- identity and access ---------------------------------------------------------------------
+
+users = Table(
+    "users", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", name_type(64), nullable=False, unique=True),
+    # Argon2id hash of an optional registry password; access keys are the usual credential.
+    Column("password_hash", Text),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+access_keys = Table(
+    "access_keys", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    # SigV4 needs the secret itself, so it is encrypted under the server key, not hashed.
+    Column("secret_ciphertext", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index(None, "user_id"),
+)
+
+user_policies = Table(
+    "user_policies", metadata,
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(128), primary_key=True),
+    Column("document", Text, nullable=False),
+)
+
+repository_policies = Table(
+    "repository_policies", metadata,
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("document", Text, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+audit_events = Table(
+    "audit_events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", BigInteger, nullable=False),
+    Column("principal", String(255)),
+    Column("access_key_id", String(32)),
+    Column("action", String(64), nullable=False),
+    Column("repository", String(255)),
+    Column("outcome", String(16), nullable=False),
+    Column("status", Integer),
+    Column("remote", String(64)),
+    Column("detail", Text),
+    Index(None, "at"),
+)

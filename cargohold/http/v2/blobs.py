@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from cargohold.http.auth import may
 from cargohold.http.blobresponse import send_file
 from cargohold.http.v2.common import (
     BLOBS_KEY,
@@ -15,6 +16,7 @@ from cargohold.http.v2.common import (
 )
 from cargohold.oci.errors import ErrorCode, RegistryError
 from cargohold.oci.names import validate_name
+from cargohold.services.actions import GET_DOWNLOAD_URL
 from cargohold.services.blobs import UploadState
 
 
@@ -61,7 +63,9 @@ async def start_upload(request: web.Request) -> web.Response:
     query = request.query
     if "mount" in query:
         source = query.get("from")
-        if source and await uploads.mount(name, query["mount"], validate_name(source)):
+        # Mounting reads the source: without pull access there, fall back to an upload.
+        if (source and await may(request, GET_DOWNLOAD_URL, validate_name(source))
+                and await uploads.mount(name, query["mount"], source)):
             return _created(name, query["mount"])
         return _upload_response(name, await uploads.start(name), 202)
     if "digest" in query:

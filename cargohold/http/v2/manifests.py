@@ -6,6 +6,7 @@ import json
 
 from aiohttp import web
 
+from cargohold.http.auth import AUTH_STORAGE_KEY, AUTHORIZER_KEY, require_login
 from cargohold.http.v2.common import (
     MANIFESTS_KEY,
     page_size,
@@ -14,6 +15,8 @@ from cargohold.http.v2.common import (
 )
 from cargohold.oci.manifest import OCI_INDEX
 from cargohold.services.manifests import manifest_too_large
+
+CATALOG_BATCH = 1000
 
 
 async def get_manifest(request: web.Request) -> web.Response:
@@ -86,12 +89,28 @@ async def list_tags(request: web.Request) -> web.Response:
 
 
 async def catalog(request: web.Request) -> web.Response:
+    """Repositories the caller may see, a page at a time."""
+    require_login(request)
     limit = page_size(request)
     if limit == 0:
         return web.json_response({"repositories": []})
-    fetch = None if limit is None else limit + 1
-    names = await request.app[MANIFESTS_KEY].catalog(request.query.get("last"), fetch)
-    return paginated(request, "repositories", names, limit, {})
+    storage = request.app[AUTH_STORAGE_KEY]
+    authorizer = request.app[AUTHORIZER_KEY]
+    wanted = None if limit is None else limit + 1
+    last = request.query.get("last")
+    shown: list[str] = []
+    # Filtering may drop names, so read in batches until the page is full or the list ends.
+    while wanted is None or len(shown) < wanted:
+        batch = await request.app[MANIFESTS_KEY].catalog(last, CATALOG_BATCH)
+        if not batch:
+            break
+        shown += await storage.db(authorizer.visible, request["principal"], batch)
+        last = batch[-1]
+        if len(batch) < CATALOG_BATCH:
+            break
+    if wanted is not None:
+        shown = shown[:wanted]
+    return paginated(request, "repositories", shown, limit, {})
 
 
 async def referrers(request: web.Request) -> web.Response:

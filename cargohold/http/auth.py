@@ -1,0 +1,216 @@
+"""Authentication and authorisation of `/v2`: Basic, Bearer tokens, the token endpoint, audit.
+
+Every `/v2` route is wrapped by `guarded(action, handler)`, which asks the one `Authorizer` whether
+the caller may perform that ECR action on the route's repository. A refusal is 401 UNAUTHORIZED
+with a Bearer challenge for an anonymous caller and 403 DENIED for an authenticated one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from cargohold.http.v2.common import repository_name
+from cargohold.oci.errors import ErrorCode, RegistryError
+from cargohold.oci.names import NAME_PATTERN
+from cargohold.services.actions import scope_of
+from cargohold.services.audit import AuditLog
+from cargohold.services.authz import Authorizer
+from cargohold.services.identity import ANONYMOUS, AuthenticationFailed, IdentityService, Principal
+from cargohold.services.storage import Storage
+from cargohold.storage.identity import AuditEvent
+from cargohold.storage.metadata import now_us
+
+IDENTITY_KEY = web.AppKey("identity", IdentityService)
+AUTHORIZER_KEY = web.AppKey("authorizer", Authorizer)
+AUDIT_KEY = web.AppKey("audit", AuditLog)
+AUTH_STORAGE_KEY = web.AppKey("auth_storage", Storage)
+TOKEN_PATH = "/v2/token"
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _base_url(request: web.Request) -> str:
+    configured = request.app[AUTH_STORAGE_KEY].settings.public_url
+    return configured.rstrip("/") if configured else f"{request.scheme}://{request.host}"
+
+
+def challenge(request: web.Request, scope: str | None = None) -> str:
+    service = request.app[IDENTITY_KEY].service
+    value = f'Bearer realm="{_base_url(request)}{TOKEN_PATH}",service="{service}"'
+    if scope:
+        value += f',scope="{scope}"'
+    return value
+
+
+def unauthorized(request: web.Request, message: str, scope: str | None = None) -> RegistryError:
+    return RegistryError(ErrorCode.UNAUTHORIZED, message,
+                         headers={"WWW-Authenticate": challenge(request, scope)})
+
+
+def _basic_credentials(value: str) -> tuple[str, str]:
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise AuthenticationFailed("malformed Basic credentials") from None
+    user, sep, password = decoded.partition(":")
+    if not sep or not user:
+        raise AuthenticationFailed("malformed Basic credentials")
+    return user, password
+
+
+async def authenticate(request: web.Request) -> Principal:
+    """The caller named by the Authorization header; anonymous without one."""
+    header = request.headers.get("Authorization")
+    if not header:
+        return ANONYMOUS
+    scheme, _, value = header.partition(" ")
+    identity = request.app[IDENTITY_KEY]
+    storage = request.app[AUTH_STORAGE_KEY]
+    if scheme.lower() == "basic":
+        user, password = _basic_credentials(value)
+        return await storage.db(identity.authenticate_basic, user, password)
+    if scheme.lower() == "bearer":
+        return identity.verify_token(value.strip())
+    raise AuthenticationFailed(f"unsupported authorization scheme {scheme!r}")
+
+
+def _audit(request: web.Request, principal: Principal | None, outcome: str, status: int,
+           detail: str | None = None) -> None:
+    request.app[AUDIT_KEY].record(AuditEvent(
+        at=now_us(), principal=principal.name if principal else None,
+        access_key_id=principal.access_key_id if principal else None,
+        action=request.get("action") or f"{request.method} {request.path}"[:64],
+        repository=request.get("repository"), outcome=outcome, status=status,
+        remote=request.remote, detail=detail))
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not request.path.startswith("/v2") or request.path == TOKEN_PATH:
+        return await handler(request)
+    try:
+        principal = await authenticate(request)
+    except AuthenticationFailed as exc:
+        _audit(request, None, "unauthenticated", 401, str(exc))
+        raise unauthorized(request, str(exc)) from None
+    request["principal"] = principal
+    try:
+        response = await handler(request)
+    except RegistryError as exc:
+        if exc.status in (401, 403):
+            _audit(request, principal, "denied", exc.status, exc.message)
+        elif request.method in STATE_CHANGING:
+            _audit(request, principal, "failed", exc.status, exc.code.wire_code)
+        raise
+    if request.method in STATE_CHANGING:
+        _audit(request, principal, "allowed", response.status)
+    return response
+
+
+async def may(request: web.Request, action: str, repository: str) -> bool:
+    """Whether the caller may perform `action` on `repository` (no error raised)."""
+    authorizer = request.app[AUTHORIZER_KEY]
+    principal: Principal = request["principal"]
+    if authorizer.open_access or principal.token_access is not None:
+        return authorizer.is_allowed(principal, action, repository)
+    storage = request.app[AUTH_STORAGE_KEY]
+    return await storage.db(authorizer.is_allowed, principal, action, repository)
+
+
+async def authorize(request: web.Request, action: str, repository: str) -> None:
+    request["action"] = action
+    request["repository"] = repository
+    if await may(request, action, repository):
+        return
+    principal: Principal = request["principal"]
+    if principal.anonymous:
+        scope = scope_of(action)
+        wanted = "pull,push" if scope == "push" else scope
+        raise unauthorized(request, "authentication required",
+                           f"repository:{repository}:{wanted}")
+    raise RegistryError(ErrorCode.DENIED, detail={"action": action, "repository": repository})
+
+
+def guarded(actions: str | dict[str, str], handler: Handler) -> Handler:
+    """Wrap a repository route: its ECR action (per HTTP method if a dict) must be allowed."""
+
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        repository = repository_name(request)
+        action = actions if isinstance(actions, str) else actions[request.method]
+        await authorize(request, action, repository)
+        return await handler(request)
+
+    wrapper.__name__ = handler.__name__
+    wrapper.__doc__ = handler.__doc__
+    return wrapper
+
+
+def require_login(request: web.Request) -> None:
+    """Refuse an anonymous caller unless the registry is open to everyone."""
+    if request["principal"].anonymous and not request.app[AUTHORIZER_KEY].open_access:
+        raise unauthorized(request, "authentication required")
+
+
+# -- the token endpoint (Docker registry token authentication) --------------------------------
+
+def _requested_scopes(values: list[str]) -> list[tuple[str, str, list[str]]]:
+    scopes = []
+    for value in values:
+        for item in value.split():
+            kind, _, rest = item.partition(":")
+            name, _, actions = rest.rpartition(":")
+            if kind.split("(")[0] and name and actions:
+                scopes.append((kind.split("(")[0], name, actions.split(",")))
+    return scopes
+
+
+async def token(request: web.Request) -> web.Response:
+    """Issue a short-lived token limited to the scopes the caller is allowed."""
+    identity = request.app[IDENTITY_KEY]
+    storage = request.app[AUTH_STORAGE_KEY]
+    authorizer = request.app[AUTHORIZER_KEY]
+    params: dict[str, Any] = dict(request.query)
+    scope_values = request.query.getall("scope", [])
+    form: dict[str, Any] = {}
+    if request.method == "POST":
+        form = dict(await request.post())
+        params.update(form)
+        if form.get("scope"):
+            scope_values = [str(form["scope"])]
+    try:
+        if request.method == "POST" and form.get("grant_type") == "password":
+            principal = await storage.db(identity.authenticate_basic, str(form.get("username", "")),
+                                         str(form.get("password", "")))
+        elif request.method == "POST" and form.get("grant_type") not in (None, "password"):
+            raise RegistryError(ErrorCode.UNSUPPORTED, "unsupported grant_type",
+                                {"grant_type": form.get("grant_type")})
+        else:
+            principal = await authenticate(request)
+    except AuthenticationFailed as exc:
+        request["action"] = "GetToken"
+        _audit(request, None, "unauthenticated", 401, str(exc))
+        raise unauthorized(request, str(exc)) from None
+    access: list[dict[str, Any]] = []
+    for kind, name, actions in _requested_scopes(scope_values):
+        if kind == "repository" and NAME_PATTERN.match(name):
+            granted = await storage.db(authorizer.granted_scopes, principal, name, actions)
+            access.append({"type": "repository", "name": name, "actions": granted})
+        elif kind == "registry" and name == "catalog" and not principal.anonymous:
+            access.append({"type": "registry", "name": "catalog", "actions": ["*"]})
+    service = str(params.get("service") or identity.service)
+    if service != identity.service:
+        raise RegistryError(ErrorCode.DENIED, "unknown service", {"service": service})
+    signed, expires_in = identity.issue_token(principal, service, access)
+    issued = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    body: dict[str, Any] = {"token": signed, "access_token": signed, "expires_in": expires_in,
+                            "issued_at": issued}
+    if request.method == "POST":
+        body["scope"] = " ".join(scope_values)
+    return web.json_response(body)
