@@ -303,3 +303,62 @@ def login_password(access_key_id: str | None, data_dir: Path | None,
         except AuthenticationFailed as exc:
             raise click.ClickException(f"{key_id}: {exc}") from None
     click.echo(password)
+
+
+@admin.group("repository-policy")
+def repository_policy() -> None:
+    """Repository policies (who may do what in one repository)."""
+
+
+@repository_policy.command("set")
+@click.argument("repository")
+@click.argument("document", type=click.File("r"))
+@_settings_options
+def repository_policy_set(repository: str, document: Any, data_dir: Path | None,
+                          config_file: Path | None) -> None:
+    """Set a repository's IAM policy, read from a file ('-' for stdin)."""
+    from cargohold.services.policy import PolicyError, PolicyKind, parse_policy
+    from cargohold.storage.metadata import RepositoryNotFound
+
+    text = document.read()
+    try:
+        parse_policy(text, PolicyKind.REPOSITORY)
+    except PolicyError as exc:
+        raise click.ClickException(f"invalid policy: {exc}") from None
+    with _identity(data_dir, config_file) as identity:
+        try:
+            identity.store.set_repository_policy(repository, text)
+        except RepositoryNotFound:
+            raise click.ClickException(f"no repository {repository!r}") from None
+    click.echo(f"policy set on {repository}")
+
+
+@repository_policy.command("get")
+@click.argument("repository")
+@_settings_options
+def repository_policy_get(repository: str, data_dir: Path | None,
+                          config_file: Path | None) -> None:
+    """Print a repository's policy."""
+    with _identity(data_dir, config_file) as identity:
+        text = identity.store.get_repository_policy(repository)
+    if text is None:
+        raise click.ClickException(f"repository {repository!r} has no policy")
+    click.echo(text)
+
+
+@repository_policy.command("delete")
+@click.argument("repository")
+@_settings_options
+def repository_policy_delete(repository: str, data_dir: Path | None,
+                             config_file: Path | None) -> None:
+    """Remove a repository's policy."""
+    from cargohold.storage.metadata import RepositoryNotFound
+
+    with _identity(data_dir, config_file) as identity:
+        try:
+            found = identity.store.delete_repository_policy(repository)
+        except RepositoryNotFound:
+            raise click.ClickException(f"no repository {repository!r}") from None
+    if not found:
+        raise click.ClickException(f"repository {repository!r} has no policy")
+    click.echo(f"policy removed from {repository}")
