@@ -102,8 +102,8 @@ def users() -> None:
 def users_create(name: str, administrator: bool, password_stdin: bool, with_key: bool,
                  data_dir: Path | None, config_file: Path | None) -> None:
     """Create a user (and an access key, whose secret is shown only now)."""
-    from cargohold.oci.names import NAME_PATTERN
     from cargohold.storage.identity import UserExists
+    from cargohold.wire.names import NAME_PATTERN
 
     if not NAME_PATTERN.match(name) or len(name) > 64:
         raise click.UsageError("user names use lowercase letters, digits and . _ - (max 64)")

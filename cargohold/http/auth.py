@@ -16,8 +16,6 @@ from typing import Any
 from aiohttp import web
 
 from cargohold.http.v2.common import repository_name
-from cargohold.oci.errors import ErrorCode, RegistryError
-from cargohold.oci.names import NAME_PATTERN
 from cargohold.services.actions import scope_of
 from cargohold.services.audit import AuditLog
 from cargohold.services.authz import Authorizer
@@ -25,6 +23,8 @@ from cargohold.services.identity import ANONYMOUS, AuthenticationFailed, Identit
 from cargohold.services.storage import Storage
 from cargohold.storage.identity import AuditEvent
 from cargohold.storage.metadata import now_us
+from cargohold.wire.errors import ErrorCode, RegistryError
+from cargohold.wire.names import NAME_PATTERN
 
 IDENTITY_KEY = web.AppKey("identity", IdentityService)
 AUTHORIZER_KEY = web.AppKey("authorizer", Authorizer)

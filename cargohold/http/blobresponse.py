@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from cargohold.oci.errors import ErrorCode, RegistryError
+from cargohold.wire.errors import ErrorCode, RegistryError
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 

@@ -7,7 +7,7 @@ import logging
 
 from aiohttp import web
 
-from cargohold.oci.errors import ErrorCode, RegistryError
+from cargohold.wire.errors import ErrorCode, RegistryError
 
 log = logging.getLogger(__name__)
 API_VERSION_HEADER = {"Docker-Distribution-API-Version": "registry/2.0"}

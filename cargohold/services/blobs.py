@@ -10,8 +10,6 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from cargohold.oci.digest import ALGORITHMS, Digest, parse_digest
-from cargohold.oci.errors import ErrorCode, RegistryError
 from cargohold.services.storage import Storage
 from cargohold.storage.blobstore import (
     BlobLocation,
@@ -21,6 +19,8 @@ from cargohold.storage.blobstore import (
     UploadWriter,
 )
 from cargohold.storage.metadata import RepositoryNotFound, UploadRecord
+from cargohold.wire.digest import ALGORITHMS, Digest, parse_digest
+from cargohold.wire.errors import ErrorCode, RegistryError
 
 log = logging.getLogger(__name__)
 HASHER_CACHE_SIZE = 512

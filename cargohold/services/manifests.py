@@ -6,10 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cargohold.oci.digest import digest_of, is_digest, parse_digest
-from cargohold.oci.errors import ErrorCode, RegistryError
-from cargohold.oci.manifest import OCI_INDEX, parse_manifest
-from cargohold.oci.names import TAG_PATTERN, validate_tag
 from cargohold.services.storage import Storage
 from cargohold.storage.metadata import (
     ManifestRecord,
@@ -17,6 +13,10 @@ from cargohold.storage.metadata import (
     NewManifest,
     RepositoryNotFound,
 )
+from cargohold.wire.digest import digest_of, is_digest, parse_digest
+from cargohold.wire.errors import ErrorCode, RegistryError
+from cargohold.wire.manifest import OCI_INDEX, parse_manifest
+from cargohold.wire.names import TAG_PATTERN, validate_tag
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,10 +14,10 @@ from cargohold.http.v2.common import (
     content_length,
     repository_name,
 )
-from cargohold.oci.errors import ErrorCode, RegistryError
-from cargohold.oci.names import validate_name
 from cargohold.services.actions import GET_DOWNLOAD_URL
 from cargohold.services.blobs import UploadState
+from cargohold.wire.errors import ErrorCode, RegistryError
+from cargohold.wire.names import validate_name
 
 
 async def get_blob(request: web.Request) -> web.StreamResponse:

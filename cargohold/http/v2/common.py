@@ -8,10 +8,10 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from cargohold.oci.errors import ErrorCode, RegistryError
-from cargohold.oci.names import validate_name
 from cargohold.services.blobs import BlobService, ChunkRange, UploadService
 from cargohold.services.manifests import ManifestService
+from cargohold.wire.errors import ErrorCode, RegistryError
+from cargohold.wire.names import validate_name
 
 BODY_CHUNK = 1 << 20
 MAX_PAGE = 10_000

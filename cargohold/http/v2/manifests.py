@@ -13,8 +13,8 @@ from cargohold.http.v2.common import (
     paginated,
     repository_name,
 )
-from cargohold.oci.manifest import OCI_INDEX
 from cargohold.services.manifests import manifest_too_large
+from cargohold.wire.manifest import OCI_INDEX
 
 CATALOG_BATCH = 1000
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from cargohold.oci.digest import digest_of, parse_digest
-from cargohold.oci.errors import ErrorCode, RegistryError
-from cargohold.oci.manifest import (
+from cargohold.wire.digest import digest_of, parse_digest
+from cargohold.wire.errors import ErrorCode, RegistryError
+from cargohold.wire.manifest import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,
@@ -16,7 +16,7 @@ from cargohold.oci.manifest import (
     base_media_type,
     parse_manifest,
 )
-from cargohold.oci.names import validate_name, validate_tag
+from cargohold.wire.names import validate_name, validate_tag
 
 SHA = "sha256:" + "a" * 64
 SHA512 = "sha512:" + "b" * 128

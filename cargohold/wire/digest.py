@@ -6,7 +6,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from cargohold.oci.errors import ErrorCode, RegistryError
+from cargohold.wire.errors import ErrorCode, RegistryError
 
 # Registered algorithms and the exact shape of their hex encoding.
 ALGORITHMS: dict[str, int] = {"sha256": 64, "sha512": 128}

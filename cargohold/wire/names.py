@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from cargohold.oci.errors import ErrorCode, RegistryError
+from cargohold.wire.errors import ErrorCode, RegistryError
 
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 NAME_PATTERN = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")

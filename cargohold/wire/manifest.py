@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from cargohold.oci.digest import parse_digest
-from cargohold.oci.errors import ErrorCode, RegistryError
+from cargohold.wire.digest import parse_digest
+from cargohold.wire.errors import ErrorCode, RegistryError
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
