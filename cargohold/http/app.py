@@ -8,17 +8,29 @@ from aiohttp import web
 
 from cargohold.config import Settings
 from cargohold.http import auth
+from cargohold.http.ecr.operations import OPERATIONS
+from cargohold.http.ecr.protocol import make_endpoint
 from cargohold.http.errors import add_api_version, error_middleware
-from cargohold.http.v2.common import BLOBS_KEY, MANIFESTS_KEY, UPLOADS_KEY
+from cargohold.http.keys import (
+    AUDIT_KEY,
+    AUTHORIZER_KEY,
+    BLOBS_KEY,
+    IDENTITY_KEY,
+    IMAGES_KEY,
+    MANIFESTS_KEY,
+    REPOSITORIES_KEY,
+    STORAGE_KEY,
+    UPLOADS_KEY,
+)
 from cargohold.http.v2.routes import add_routes
 from cargohold.services.audit import AuditLog
 from cargohold.services.authz import Authorizer
 from cargohold.services.blobs import BlobService, UploadService
 from cargohold.services.identity import IdentityService
+from cargohold.services.images import ImageService
 from cargohold.services.manifests import ManifestService
+from cargohold.services.repositories import RepositoryService
 from cargohold.services.storage import Storage
-
-STORAGE_KEY = web.AppKey("storage", Storage)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -41,20 +53,24 @@ def create_app(settings: Settings) -> web.Application:
                           client_max_size=0)
     storage = Storage.from_settings(settings)
     app[STORAGE_KEY] = storage
-    app[auth.AUTH_STORAGE_KEY] = storage
     app[BLOBS_KEY] = BlobService(storage)
     app[UPLOADS_KEY] = UploadService(storage)
     app[MANIFESTS_KEY] = ManifestService(storage)
     identity = identity_service(storage)
-    app[auth.IDENTITY_KEY] = identity
-    app[auth.AUTHORIZER_KEY] = Authorizer(storage.identity, registry_id=identity.registry_id,
+    app[IDENTITY_KEY] = identity
+    app[AUTHORIZER_KEY] = Authorizer(storage.identity, registry_id=identity.registry_id,
                                           region=settings.region, open_access=settings.anonymous)
-    audit = AuditLog(storage, storage.identity)
-    app[auth.AUDIT_KEY] = audit
+    audit = AuditLog(storage)
+    app[AUDIT_KEY] = audit
+    images = ImageService(storage, app[MANIFESTS_KEY])
+    app[IMAGES_KEY] = images
+    app[REPOSITORIES_KEY] = RepositoryService(storage)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         audit.start()
+        images.pulls.start()
         yield
+        await images.pulls.stop()
         await audit.stop()
         storage.close()
 
@@ -62,4 +78,5 @@ def create_app(settings: Settings) -> web.Application:
     app.on_response_prepare.append(add_api_version)
     app.router.add_get("/healthz", healthz)
     add_routes(app)
+    app.router.add_post("/", make_endpoint(OPERATIONS))
     return app

@@ -10,26 +10,21 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from cargohold.http.keys import AUDIT_KEY, AUTHORIZER_KEY, IDENTITY_KEY, STORAGE_KEY
 from cargohold.http.v2.common import repository_name
 from cargohold.services.actions import scope_of
-from cargohold.services.audit import AuditLog
-from cargohold.services.authz import Authorizer
-from cargohold.services.identity import ANONYMOUS, AuthenticationFailed, IdentityService, Principal
-from cargohold.services.storage import Storage
+from cargohold.services.identity import ANONYMOUS, AuthenticationFailed, Principal
 from cargohold.storage.identity import AuditEvent
 from cargohold.storage.metadata import now_us
 from cargohold.wire.errors import ErrorCode, RegistryError
 from cargohold.wire.names import NAME_PATTERN
 
-IDENTITY_KEY = web.AppKey("identity", IdentityService)
-AUTHORIZER_KEY = web.AppKey("authorizer", Authorizer)
-AUDIT_KEY = web.AppKey("audit", AuditLog)
-AUTH_STORAGE_KEY = web.AppKey("auth_storage", Storage)
 TOKEN_PATH = "/v2/token"
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -37,7 +32,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _base_url(request: web.Request) -> str:
-    configured = request.app[AUTH_STORAGE_KEY].settings.public_url
+    configured = request.app[STORAGE_KEY].settings.public_url
     return configured.rstrip("/") if configured else f"{request.scheme}://{request.host}"
 
 
@@ -65,14 +60,29 @@ def _basic_credentials(value: str) -> tuple[str, str]:
     return user, password
 
 
+_BLOB_PATH = re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<digest>[a-z0-9]+:[a-f0-9]+)$")
+
+
+def _presigned(request: web.Request, signature: str) -> Principal:
+    """A presigned download URL: pull access to exactly one blob, GET or HEAD only."""
+    match = _BLOB_PATH.match(request.path)
+    if request.method not in ("GET", "HEAD") or match is None:
+        raise AuthenticationFailed("a download URL signature is only valid for its blob")
+    return request.app[IDENTITY_KEY].verify_presigned_blob(
+        match["name"], match["digest"], request.query.get("X-Cargohold-Expires", ""), signature)
+
+
 async def authenticate(request: web.Request) -> Principal:
     """The caller named by the Authorization header; anonymous without one."""
     header = request.headers.get("Authorization")
+    signature = request.query.get("X-Cargohold-Signature")
+    if signature is not None:
+        return _presigned(request, signature)
     if not header:
         return ANONYMOUS
     scheme, _, value = header.partition(" ")
     identity = request.app[IDENTITY_KEY]
-    storage = request.app[AUTH_STORAGE_KEY]
+    storage = request.app[STORAGE_KEY]
     if scheme.lower() == "basic":
         user, password = _basic_credentials(value)
         return await storage.db(identity.authenticate_basic, user, password)
@@ -120,7 +130,7 @@ async def may(request: web.Request, action: str, repository: str) -> bool:
     principal: Principal = request["principal"]
     if authorizer.open_access or principal.token_access is not None:
         return authorizer.is_allowed(principal, action, repository)
-    storage = request.app[AUTH_STORAGE_KEY]
+    storage = request.app[STORAGE_KEY]
     return await storage.db(authorizer.is_allowed, principal, action, repository)
 
 
@@ -174,7 +184,7 @@ def _requested_scopes(values: list[str]) -> list[tuple[str, str, list[str]]]:
 async def token(request: web.Request) -> web.Response:
     """Issue a short-lived token limited to the scopes the caller is allowed."""
     identity = request.app[IDENTITY_KEY]
-    storage = request.app[AUTH_STORAGE_KEY]
+    storage = request.app[STORAGE_KEY]
     authorizer = request.app[AUTHORIZER_KEY]
     params: dict[str, Any] = dict(request.query)
     scope_values = request.query.getall("scope", [])

@@ -7,50 +7,14 @@ the worker stops.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-
+from cargohold.services.batching import BatchWriter
 from cargohold.services.storage import Storage
-from cargohold.storage.identity import AuditEvent, IdentityStore
-
-log = logging.getLogger(__name__)
-FLUSH_INTERVAL = 0.5
-BATCH = 500
+from cargohold.storage.identity import AuditEvent
 
 
-class AuditLog:
-    def __init__(self, storage: Storage, store: IdentityStore) -> None:
-        self.storage = storage
-        self.store = store
-        self._pending: list[AuditEvent] = []
-        self._task: asyncio.Task[None] | None = None
+class AuditLog(BatchWriter[AuditEvent]):
+    def __init__(self, storage: Storage) -> None:
+        super().__init__(storage, storage.identity.record_audit, name="audit")
 
     def record(self, event: AuditEvent) -> None:
-        self._pending.append(event)
-        if len(self._pending) >= BATCH:
-            asyncio.get_running_loop().create_task(self.flush())
-
-    async def flush(self) -> None:
-        events, self._pending = self._pending, []
-        if not events:
-            return
-        try:
-            await self.storage.db(self.store.record_audit, events)
-        except Exception:
-            log.exception("could not write %d audit events", len(events))
-
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(FLUSH_INTERVAL)
-            await self.flush()
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self.run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self.flush()
+        self.add(event)

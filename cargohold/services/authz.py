@@ -57,15 +57,16 @@ class Authorizer:
         return sorted(scope for scope in wanted if self._evaluate(
             principal, identity, resource, sorted(SCOPE_ACTIONS[scope]), repository))
 
-    def visible(self, principal: Principal, repositories: list[str]) -> list[str]:
-        """The repositories a catalog listing may show this principal."""
+    def visible(self, principal: Principal, repositories: list[str],
+                actions: Iterable[str] = VISIBLE_WITH) -> list[str]:
+        """The repositories a listing may show this principal (any of `actions` allowed)."""
         if self.open_access:
             return repositories
         identity, _ = self.store.policies_for(principal.user_id, None)
         resources = self.store.repository_policies(repositories)
         return [name for name in repositories if any(
             self._evaluate(principal, identity, resources.get(name), [action], name)
-            for action in VISIBLE_WITH)]
+            for action in actions)]
 
     def _evaluate(self, principal: Principal, identity: list[str], resource: str | None,
                   actions: list[str], repository: str | None) -> bool:

@@ -118,7 +118,7 @@ class UploadService:
         return UploadState(upload_id, 0)
 
     async def status(self, repository: str, upload_id: str) -> UploadState:
-        record = await self._record(repository, upload_id)
+        record = await self.session(repository, upload_id)
         return UploadState(upload_id, record.size)
 
     async def append(self, repository: str, upload_id: str, body: AsyncIterator[bytes],
@@ -183,7 +183,7 @@ class UploadService:
 
     # -- internals -------------------------------------------------------------------------
 
-    async def _record(self, repository: str, upload_id: str) -> UploadRecord:
+    async def session(self, repository: str, upload_id: str) -> UploadRecord:
         if not _valid_upload_id(upload_id):
             raise _unknown_upload(upload_id)
         record = await self.storage.db(self.storage.metadata.get_upload, repository, upload_id)
@@ -195,10 +195,10 @@ class UploadService:
     async def _writer(self, repository: str,
                       upload_id: str) -> AsyncIterator[tuple[UploadWriter, UploadRecord]]:
         """Hold the session exclusively, with its record read under that hold."""
-        await self._record(repository, upload_id)
+        await self.session(repository, upload_id)
         try:
             async with self.storage.blobs.open_upload(upload_id) as writer:
-                yield writer, await self._record(repository, upload_id)
+                yield writer, await self.session(repository, upload_id)
         except UploadConflict:
             raise RegistryError(ErrorCode.RANGE_INVALID, "another request is writing this upload",
                                 {"upload": upload_id}) from None

@@ -27,6 +27,7 @@ from cargohold.storage.secrets import SecretDecryptionError, ServerKeys
 TEMPORARY_PASSWORD_USER = "AWS"
 TEMPORARY_PASSWORD_TTL = 12 * 3600
 TOKEN_TTL = 15 * 60
+DOWNLOAD_URL_TTL = 10 * 60
 _KEY_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 _PASSWORD_CACHE_TTL = 60.0
 
@@ -180,6 +181,28 @@ class IdentityService:
             raise AuthenticationFailed("invalid credentials")
         record = self.active_key(str(claims["k"]))
         return Principal(record.user_id, record.user_name, record.id, "temporary-password")
+
+    # -- presigned blob downloads (ECR GetDownloadUrlForLayer) -----------------------------
+
+    def presign_blob(self, repository: str, digest: str) -> str:
+        """Query parameters that let anyone fetch one blob for a few minutes."""
+        expires = int(time.time()) + DOWNLOAD_URL_TTL
+        signature = self._blob_signature(repository, digest, expires)
+        return f"X-Cargohold-Expires={expires}&X-Cargohold-Signature={signature}"
+
+    def verify_presigned_blob(self, repository: str, digest: str, expires: str,
+                              signature: str) -> Principal:
+        if not expires.isdigit() or int(expires) < time.time():
+            raise AuthenticationFailed("download URL has expired")
+        expected = self._blob_signature(repository, digest, int(expires))
+        if not hmac.compare_digest(expected, signature):
+            raise AuthenticationFailed("invalid download URL signature")
+        return Principal(method="presigned-url",
+                         token_access={repository: frozenset({"pull"})})
+
+    def _blob_signature(self, repository: str, digest: str, expires: int) -> str:
+        message = f"{repository}\n{digest}\n{expires}".encode()
+        return hmac.new(self.keys.download_key, message, hashlib.sha256).hexdigest()
 
     # -- registry tokens -------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from cargohold.storage.metadata import (
     MissingReferences,
     NewManifest,
     RepositoryNotFound,
+    TagImmutable,
 )
 from cargohold.wire.digest import digest_of, is_digest, parse_digest
 from cargohold.wire.errors import ErrorCode, RegistryError
@@ -24,6 +25,8 @@ class PushResult:
     digest: str
     subject: str | None
     tags: list[str]
+    media_type: str
+    changed: bool  # a new manifest, or a tag that now points at it
 
 
 class ManifestService:
@@ -72,15 +75,20 @@ class ManifestService:
             child_digests=frozenset(parsed.required_manifests()),
         )
         try:
-            await self.storage.db(self.storage.metadata.put_manifest, repository, manifest,
-                                  list(dict.fromkeys(tag_names)),
-                                  create=self.storage.settings.create_on_push)
+            outcome = await self.storage.db(self.storage.metadata.put_manifest, repository,
+                                            manifest, list(dict.fromkeys(tag_names)),
+                                            create=self.storage.settings.create_on_push)
+        except TagImmutable as exc:
+            raise RegistryError(ErrorCode.TAG_INVALID,
+                                f"tag {exc.tag!r} already exists and the repository's tags "
+                                "are immutable", {"tag": exc.tag, "immutable": True}) from None
         except RepositoryNotFound:
             raise RegistryError(ErrorCode.NAME_UNKNOWN, detail={"name": repository}) from None
         except MissingReferences as exc:
             raise RegistryError(ErrorCode.MANIFEST_BLOB_UNKNOWN,
                                 detail={"blobs": exc.blobs, "manifests": exc.manifests}) from None
-        return PushResult(manifest.digest, manifest.subject_digest, tag_names)
+        return PushResult(manifest.digest, manifest.subject_digest, tag_names,
+                          manifest.media_type, outcome.created or bool(outcome.moved_tags))
 
     async def delete(self, repository: str, reference: str) -> None:
         """Delete by digest (the manifest and its tags) or by tag (the tag only)."""

@@ -13,7 +13,9 @@ from cargohold.storage.blobstore import BlobStore
 from cargohold.storage.database import Database
 from cargohold.storage.filesystem import FilesystemBlobStore
 from cargohold.storage.identity import IdentityStore
+from cargohold.storage.images import ImageStore
 from cargohold.storage.metadata import MetadataStore
+from cargohold.storage.repositories import RepositoryStore
 from cargohold.storage.secrets import ServerKeys
 
 P = ParamSpec("P")
@@ -29,6 +31,8 @@ class Storage:
         self.database = database
         self.metadata = MetadataStore(database)
         self.identity = IdentityStore(database)
+        self.repositories = RepositoryStore(database)
+        self.images = ImageStore(database)
         self.blobs = blobs
         self.keys = keys
         self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="db")

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Connection,
     bindparam,
     delete,
+    func,
     insert,
     select,
     update,
@@ -26,6 +27,7 @@ from cargohold.storage.schema import (
     tags,
     upload_sessions,
 )
+from cargohold.wire.mutability import tag_is_immutable
 
 
 def now_us() -> int:
@@ -43,6 +45,22 @@ class MissingReferences(Exception):
         super().__init__(", ".join([*blobs, *manifests]))
         self.blobs = list(blobs)
         self.manifests = list(manifests)
+
+
+class TagImmutable(Exception):
+    """The repository's tag mutability forbids moving this existing tag."""
+
+    def __init__(self, tag: str) -> None:
+        super().__init__(tag)
+        self.tag = tag
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestPut:
+    """What a manifest push changed: a new manifest row, and which tags now point at it."""
+
+    created: bool
+    moved_tags: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +101,7 @@ class UploadRecord:
     repository: str
     algorithm: str
     size: int
+    last_chunk_size: int
     created_at: int
 
 
@@ -204,7 +223,7 @@ class MetadataStore:
     def get_upload(self, repository: str, upload_id: str) -> UploadRecord | None:
         query = (
             select(upload_sessions.c.id, upload_sessions.c.algorithm, upload_sessions.c.size,
-                   upload_sessions.c.created_at)
+                   upload_sessions.c.last_chunk_size, upload_sessions.c.created_at)
             .join(repositories, repositories.c.id == upload_sessions.c.repository_id)
             .where(upload_sessions.c.id == upload_id, repositories.c.name == repository)
         )
@@ -212,14 +231,15 @@ class MetadataStore:
             row = conn.execute(query).one_or_none()
         if row is None:
             return None
-        return UploadRecord(row.id, repository, row.algorithm, row.size, row.created_at)
+        return UploadRecord(row.id, repository, row.algorithm, row.size, row.last_chunk_size,
+                            row.created_at)
 
     def record_upload_size(self, upload_id: str, old_size: int, new_size: int) -> bool:
         """Acknowledge a chunk: move the session from old_size to new_size, if still there."""
         with self._write() as conn:
             result = conn.execute(update(upload_sessions).where(
                 upload_sessions.c.id == upload_id, upload_sessions.c.size == old_size,
-            ).values(size=new_size, updated_at=now_us()))
+            ).values(size=new_size, last_chunk_size=new_size - old_size, updated_at=now_us()))
             return result.rowcount > 0
 
     def complete_upload(self, repository: str, upload_id: str, digest: str, size: int) -> bool:
@@ -278,8 +298,9 @@ class MetadataStore:
         return None
 
     def put_manifest(self, repository: str, manifest: NewManifest, tag_names: Sequence[str], *,
-                     create: bool) -> None:
-        """Record a manifest and point tags at it, atomically; refuse dangling references."""
+                     create: bool) -> ManifestPut:
+        """Record a manifest and point tags at it, atomically; refuse dangling references and
+        moves of immutable tags."""
         with self._write() as conn:
             repo_id = self._ensure_repository(conn, repository, create)
             missing = self._missing(conn, repo_id, manifest)
@@ -287,20 +308,52 @@ class MetadataStore:
                 raise missing
             now = now_us()
             manifest_id = self._manifest_id(conn, repo_id, manifest.digest)
+            created = manifest_id is None
             if manifest_id is None:
                 manifest_id = self._insert_manifest(conn, repo_id, manifest, now)
+            moved = []
             for name in tag_names:
+                current = conn.execute(select(tags.c.manifest_id).where(
+                    tags.c.repository_id == repo_id, tags.c.name == name)).scalar_one_or_none()
+                if current == manifest_id:
+                    continue
+                if current is not None and self._immutable(conn, repo_id, name):
+                    raise TagImmutable(name)
                 statement = self._insert(tags).values(
                     repository_id=repo_id, name=name, manifest_id=manifest_id, updated_at=now)
                 conn.execute(statement.on_conflict_do_update(
                     index_elements=["repository_id", "name"],
                     set_={"manifest_id": manifest_id, "updated_at": now}))
+                moved.append(name)
+            return ManifestPut(created, tuple(moved))
+
+    @staticmethod
+    def _immutable(conn: Connection, repo_id: int, tag: str) -> bool:
+        row = conn.execute(select(repositories.c.image_tag_mutability,
+                                  repositories.c.tag_mutability_exclusions)
+                           .where(repositories.c.id == repo_id)).one()
+        exclusions = json.loads(row.tag_mutability_exclusions or "[]")
+        return tag_is_immutable(row.image_tag_mutability, exclusions, tag)
 
     @staticmethod
     def _manifest_id(conn: Connection, repo_id: int, digest: str) -> int | None:
         return conn.execute(select(manifests.c.id).where(
             manifests.c.repository_id == repo_id, manifests.c.digest == digest)
         ).scalar_one_or_none()
+
+    @staticmethod
+    def _image_size(conn: Connection, repo_id: int, manifest: NewManifest) -> int:
+        """Manifest + config + layers; for an index, its largest child (as ECR reports)."""
+        if manifest.child_digests:
+            largest = conn.execute(select(func.max(manifests.c.image_size)).where(
+                manifests.c.repository_id == repo_id,
+                manifests.c.digest.in_(manifest.child_digests))).scalar_one_or_none()
+            return int(largest or 0)
+        layers = 0
+        if manifest.blob_digests:
+            layers = conn.execute(select(func.coalesce(func.sum(blobs.c.size), 0)).where(
+                blobs.c.digest.in_(manifest.blob_digests))).scalar_one()
+        return len(manifest.content) + int(layers)
 
     def _insert_manifest(self, conn: Connection, repo_id: int, manifest: NewManifest,
                          now: int) -> int:
@@ -310,6 +363,7 @@ class MetadataStore:
             subject_digest=manifest.subject_digest,
             annotations=json.dumps(manifest.annotations) if manifest.annotations else None,
             size=len(manifest.content), content=manifest.content, pushed_at=now,
+            image_size=self._image_size(conn, repo_id, manifest),
         ).on_conflict_do_nothing(index_elements=["repository_id", "digest"])
          .returning(manifests.c.id)).scalar_one_or_none()
         if inserted is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     ForeignKey,
     Index,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 
@@ -38,6 +40,21 @@ repositories = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("name", name_type(255), nullable=False, unique=True),
     Column("created_at", BigInteger, nullable=False),
+    # ECR repository settings, stored and echoed (tag mutability is also enforced).
+    Column("image_tag_mutability", String(32), nullable=False, server_default="MUTABLE"),
+    Column("tag_mutability_exclusions", Text),
+    Column("scan_on_push", Boolean, nullable=False, server_default=false()),
+    Column("encryption_type", String(16), nullable=False, server_default="AES256"),
+    Column("kms_key", String(2048)),
+)
+
+# Resource tags (ECR TagResource), not to be confused with image tags.
+repository_resource_tags = Table(
+    "repository_resource_tags", metadata,
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("value", String(256), nullable=False),
 )
 
 blobs = Table(
@@ -67,12 +84,15 @@ manifests = Table(
     Column("subject_digest", String(200)),
     Column("annotations", Text),
     Column("size", BigInteger, nullable=False),
+    # Manifest + config + layers (an index: its largest child), as ECR reports it.
+    Column("image_size", BigInteger, nullable=False, server_default="0"),
     Column("content", LargeBinary, nullable=False),
     Column("pushed_at", BigInteger, nullable=False),
     Column("last_pulled_at", BigInteger),
     UniqueConstraint("repository_id", "digest"),
     Index(None, "repository_id", "subject_digest"),
     Index(None, "repository_id", "artifact_type"),
+    Index(None, "repository_id", "id"),
 )
 
 # What a manifest points at: blobs (config, layers) and child manifests (index entries).
@@ -104,6 +124,8 @@ upload_sessions = Table(
     Column("algorithm", String(16), nullable=False),
     # Bytes acknowledged to the client; scratch bytes past it are from an interrupted chunk.
     Column("size", BigInteger, nullable=False),
+    # ECR's UploadLayerPart needs every part but the last to be at least 5 MiB.
+    Column("last_chunk_size", BigInteger, nullable=False, server_default="0"),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
 )

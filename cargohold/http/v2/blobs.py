@@ -6,9 +6,8 @@ from aiohttp import web
 
 from cargohold.http.auth import may
 from cargohold.http.blobresponse import send_file
+from cargohold.http.keys import BLOBS_KEY, UPLOADS_KEY
 from cargohold.http.v2.common import (
-    BLOBS_KEY,
-    UPLOADS_KEY,
     body_stream,
     chunk_range,
     content_length,

@@ -8,8 +8,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from cargohold.services.blobs import BlobService, ChunkRange, UploadService
-from cargohold.services.manifests import ManifestService
+from cargohold.services.blobs import ChunkRange
 from cargohold.wire.errors import ErrorCode, RegistryError
 from cargohold.wire.names import validate_name
 
@@ -17,9 +16,6 @@ BODY_CHUNK = 1 << 20
 MAX_PAGE = 10_000
 _CONTENT_RANGE = re.compile(r"^([0-9]+)-([0-9]+)$")  # the spec's exact grammar
 
-BLOBS_KEY = web.AppKey("blobs", BlobService)
-UPLOADS_KEY = web.AppKey("uploads", UploadService)
-MANIFESTS_KEY = web.AppKey("manifests", ManifestService)
 
 
 def repository_name(request: web.Request) -> str:

@@ -6,9 +6,9 @@ import json
 
 from aiohttp import web
 
-from cargohold.http.auth import AUTH_STORAGE_KEY, AUTHORIZER_KEY, require_login
+from cargohold.http.auth import require_login
+from cargohold.http.keys import AUTHORIZER_KEY, IMAGES_KEY, MANIFESTS_KEY, STORAGE_KEY
 from cargohold.http.v2.common import (
-    MANIFESTS_KEY,
     page_size,
     paginated,
     repository_name,
@@ -34,6 +34,7 @@ async def get_manifest(request: web.Request) -> web.Response:
                                                  if k != "Content-Length"})
     if request.method == "HEAD":
         return web.Response(status=200, headers=headers)
+    request.app[IMAGES_KEY].note_pull(name, record.digest)
     return web.Response(status=200, body=record.content, headers=headers)
 
 
@@ -94,7 +95,7 @@ async def catalog(request: web.Request) -> web.Response:
     limit = page_size(request)
     if limit == 0:
         return web.json_response({"repositories": []})
-    storage = request.app[AUTH_STORAGE_KEY]
+    storage = request.app[STORAGE_KEY]
     authorizer = request.app[AUTHORIZER_KEY]
     wanted = None if limit is None else limit + 1
     last = request.query.get("last")

@@ -1,0 +1,475 @@
+#!/usr/bin/env python3
+"""Run bench/registry_bench.py against Cargohold and the CNCF reference registry, one at a time.
+
+    python bench/compare.py [--quick] [--only ROWS]
+                            [--cargohold-url URL [--cargohold-pid PID]]
+                            [--reference-url URL [--reference-pid PID]]
+
+Each server is started on a free 127.0.0.1 port with a fresh temporary data directory, benchmarked,
+and stopped before the next one starts (so they never compete for CPU). Writes bench/results.json
+(raw) and bench/RESULTS.md (one row per metric, Cargohold | reference registry).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+BENCH_SCRIPT = BENCH_DIR / "registry_bench.py"
+REFERENCE_BIN = "/usr/bin/docker-registry"
+START_TIMEOUT = 60.0
+BENCH_TIMEOUT_FULL = 3600
+BENCH_TIMEOUT_QUICK = 600
+
+
+def log(msg: str) -> None:
+    print(f"[compare {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def v2_status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/v2/", timeout=2) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (OSError, ValueError):
+        return None
+
+
+class Server:
+    """A registry subprocess in its own session, with its log in the temp dir."""
+
+    def __init__(self, name: str, cmd: list[str], port: int, workdir: Path,
+                 cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.cmd = cmd
+        self.port = port
+        self.workdir = workdir
+        self.cwd = cwd
+        self.env = env
+        self.log_path = workdir / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def log_tail(self, n: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def start(self) -> None:
+        log(f"starting {self.name}: {shlex.join(self.cmd)}")
+        with open(self.log_path, "ab") as logf:
+            self.proc = subprocess.Popen(self.cmd, stdout=logf, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, cwd=self.cwd,
+                                         env=self.env, start_new_session=True)
+        deadline = time.monotonic() + START_TIMEOUT
+        status: int | None = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n"
+                                   f"{self.log_tail()}")
+            status = v2_status(self.url)
+            if status == 200:
+                log(f"{self.name} ready at {self.url} (pid {self.pid})")
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"{self.name}: GET /v2/ did not answer 200 within {START_TIMEOUT}s "
+                           f"(last answer: {status}):\n"
+                           f"{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+
+
+def reference_server(workdir: Path) -> Server:
+    binary = shutil.which("docker-registry") or REFERENCE_BIN
+    if not os.path.exists(binary):
+        raise RuntimeError("docker-registry not installed (apt-get install -y docker-registry)")
+    port = free_port()
+    storage = workdir / "storage"
+    storage.mkdir()
+    config = workdir / "config.yml"
+    # Close to Debian's /etc/docker/registry/config.yml, minus auth; access log off (the
+    # accesslog is written regardless of log.level and would dominate small-request rows).
+    config.write_text(f"""\
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: {storage}
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:{port}
+  headers:
+    X-Content-Type-Options: [nosniff]
+""")
+    return Server("reference", [binary, "serve", str(config)], port, workdir)
+
+
+def cargohold_server(workdir: Path) -> Server:
+    port = free_port()
+    data = workdir / "data"
+    data.mkdir()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    cmd = [sys.executable, "-m", "cargohold", "serve", "--host", "127.0.0.1",
+           "--port", str(port), "--data-dir", str(data), "--workers", "2"]
+    # The benchmark is anonymous, like the reference registry's config: open Cargohold too.
+    if "--anonymous" in cargohold_serve_help(env):
+        cmd.append("--anonymous")
+    else:
+        env["CARGOHOLD_ANONYMOUS"] = "true"
+    return Server("cargohold", cmd, port, workdir, cwd=REPO_ROOT, env=env)
+
+
+def cargohold_serve_help(env: dict[str, str]) -> str:
+    try:
+        p = subprocess.run([sys.executable, "-m", "cargohold", "serve", "--help"],
+                           capture_output=True, text=True, timeout=60, cwd=REPO_ROOT, env=env,
+                           check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return p.stdout
+
+
+def run_bench(url: str, pid: int | None, quick: bool, only: str | None) -> dict[str, Any]:
+    cmd = [sys.executable, str(BENCH_SCRIPT), "--url", url]
+    if pid is not None:
+        cmd += ["--pid", str(pid)]
+    if quick:
+        cmd.append("--quick")
+    if only:
+        cmd += ["--only", only]
+    load_before = loadavg()
+    log(f"running {shlex.join(cmd)} (loadavg {load_before})")
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False,
+                       timeout=BENCH_TIMEOUT_QUICK if quick else BENCH_TIMEOUT_FULL)
+    if p.returncode != 0:
+        raise RuntimeError(f"registry_bench exited with {p.returncode}")
+    out = dict(json.loads(p.stdout))
+    out["loadavg_before"] = load_before
+    out["loadavg_after"] = loadavg()
+    return out
+
+
+def loadavg() -> str:
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
+def version_of(cmd: list[str]) -> str | None:
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (p.stdout or p.stderr).strip().splitlines()[0] if (p.stdout or p.stderr) else None
+
+
+def machine_info() -> dict[str, Any]:
+    mem_kib = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    cpu = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "python": platform.python_version(), "kernel": platform.release(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "wrk": version_of(["wrk", "-v"]) if shutil.which("wrk") else None,
+        "reference_version": version_of([shutil.which("docker-registry") or REFERENCE_BIN,
+                                         "--version"]),
+    }
+
+
+def bench_one(name: str, make: Any, url: str | None, pid: int | None, quick: bool,
+              only: str | None, keep: bool) -> dict[str, Any]:
+    if url:
+        if v2_status(url) != 200:
+            return {"status": "not run", "reason": f"GET {url}/v2/ did not answer 200"}
+        return {"status": "ok", "external": True, "bench": run_bench(url, pid, quick, only)}
+    workdir = Path(tempfile.mkdtemp(prefix=f"cargohold-bench-{name}-"))
+    server: Server | None = None
+    try:
+        server = make(workdir)
+        server.start()
+        result = run_bench(server.url, server.pid, quick, only)
+        alive = server.proc is not None and server.proc.poll() is None
+        return {"status": "ok" if alive else "server died", "command": shlex.join(server.cmd),
+                "bench": result, **({} if alive else {"log_tail": server.log_tail()})}
+    except Exception as exc:
+        log(f"{name}: {exc}")
+        return {"status": "not run", "reason": str(exc)[:2000]}
+    finally:
+        if server is not None:
+            server.stop()
+        if keep:
+            log(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def fmt(x: Any, nd: int = 1) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:,.{nd}f}"
+    return str(x)
+
+
+def mib(n: int) -> str:
+    return f"{n / (1 << 30):g} GiB" if n >= 1 << 30 else f"{n / (1 << 20):g} MiB"
+
+
+def table_rows(sizes: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(label, row name, field) for each line of the table."""
+    big = mib(sizes["big_blob"])
+    return [
+        (f"1. Monolithic push, {big} blob (MB/s, median of {sizes['push_reps']})",
+         "push_monolithic", "value"),
+        (f"2. Chunked push, {big} in {mib(sizes['chunk'])} PATCHes (MB/s, median of "
+         f"{sizes['push_reps']})", "push_chunked", "value"),
+        (f"3. Pull, {big} blob (MB/s, median of {sizes['pull_reps']})", "pull", "value"),
+        (f"4. {sizes['concurrent_pulls']} concurrent pulls of the {big} blob (aggregate MB/s, "
+         f"median of {sizes['concurrent_reps']})", "pull_concurrent", "value"),
+        (f"5. Push {sizes['small_blobs']} small blobs "
+         f"({sizes['small_min'] // 1024}-{sizes['small_max'] // 1024} KiB, "
+         f"{sizes['small_concurrency']} connections) (blobs/s)", "push_small", "value"),
+        (f"6. Manifest GET by tag, {sizes['manifest_connections']} connections, "
+         f"{sizes['manifest_seconds']} s (requests/s)", "manifest_get", "value"),
+        ("6. … latency p50 / p99", "manifest_get", "latency"),
+        (f"7. Tag list, {sizes['tags']} tags, one full GET (ms, median of {sizes['list_reps']})",
+         "tags_list", "full_ms"),
+        (f"7. Tag list, {sizes['tags']} tags, paginated n={sizes['tag_page']} following Link "
+         "(ms for all pages, median)", "tags_list", "paginated_ms"),
+        ("7. … pages returned / server honours n", "tags_list", "pages"),
+        (f"7. (setup) tagging rate, {sizes['tag_concurrency']} connections (tags/s)",
+         "tags_list", "tagging_per_s"),
+        ("8. Server RSS baseline (MiB, process tree)", "memory", "baseline_rss_mib"),
+        (f"8. Server peak RSS while a {mib(sizes['memory_blob'])} blob is pushed then pulled "
+         "(MiB)", "memory", "peak_rss_mib"),
+        ("8. … peak during push / during pull (MiB)", "memory", "push_pull"),
+        ("8. … peak PSS (MiB; shared pages counted once)", "memory", "peak_pss_mib"),
+    ]
+
+
+def cell(entry: dict[str, Any], row: str, fld: str) -> str:
+    if entry.get("status") == "not run":
+        return "not run"
+    rows = entry.get("bench", {}).get("rows", {})
+    if row not in rows:
+        return "-"
+    r = rows[row]
+    if "error" in r:
+        return "error (see results.json)"
+    if "skipped" in r:
+        return f"skipped ({r['skipped']})"
+    if fld == "latency":
+        return f"{r.get('latency_p50')} / {r.get('latency_p99')}"
+    if fld == "pages":
+        return f"{r.get('pages')} / {'yes' if r.get('server_honors_n') else 'no'}"
+    if fld == "push_pull":
+        return f"{fmt(r.get('peak_rss_push_mib'))} / {fmt(r.get('peak_rss_pull_mib'))}"
+    if fld == "value" and row == "manifest_get" and r.get("non_2xx"):
+        return f"{fmt(r.get('value'))} ({r['non_2xx']} non-2xx!)"
+    return fmt(r.get(fld), 2 if fld.endswith("_ms") else 1)
+
+
+def render(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    regs = results["registries"]
+    sizes = next((e["bench"]["sizes"] for e in regs.values() if "bench" in e), None)
+    lines = [
+        "# Cargohold vs. the CNCF reference registry",
+        "",
+        "Generated by `bench/compare.py` — do not edit by hand; see `bench/README.md` for what "
+        "each row measures.",
+        "",
+        f"- Date: {m['date']}",
+        f"- Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB RAM, "
+        f"Linux {m['kernel']}, Python {m['python']}",
+        f"- Reference registry: {m['reference_version']}",
+        f"- Load generator for row 6: {m['wrk'] or 'aiohttp (wrk not installed)'}",
+        f"- Command: `{results['command']}`",
+        f"- Mode: {'--quick (small sizes; not representative)' if results['quick'] else 'full'}",
+        "",
+    ]
+    if sizes is None:
+        lines += ["No registry could be benchmarked:", ""]
+        for name, e in regs.items():
+            lines.append(f"- {name}: {e.get('reason', e.get('status'))}")
+        return "\n".join(lines) + "\n"
+    lines += [
+        "| Metric | Cargohold | reference registry |",
+        "|---|---:|---:|",
+    ]
+    for label, row, fld in table_rows(sizes):
+        if results.get("only_rows") and row not in results["only_rows"]:
+            continue
+        lines.append(f"| {label} | {cell(regs['cargohold'], row, fld)} | "
+                     f"{cell(regs['reference'], row, fld)} |")
+    lines += ["", "## Notes", ""]
+    for name, title in (("cargohold", "Cargohold"), ("reference", "Reference registry")):
+        e = regs[name]
+        if e.get("status") == "not run":
+            lines.append(f"- {title}: **not run** — {summary(e.get('reason', ''))}")
+            continue
+        if e.get("external"):
+            lines.append(f"- {title}: already-running server at `{e['bench']['url']}`.")
+        elif e.get("command"):
+            lines.append(f"- {title} server command: `{e['command']}`")
+        if "bench" in e:
+            lines.append(f"- {title}: load average {e['bench'].get('loadavg_before')} before, "
+                         f"{e['bench'].get('loadavg_after')} after its run (other processes "
+                         "on the machine add noise).")
+        if e.get("status") != "ok":
+            lines.append(f"- {title}: {e['status']}")
+        for row, r in e.get("bench", {}).get("rows", {}).items():
+            if "error" in r:
+                lines.append(f"- {title}, {row}: error: `{first_line(r['error'])}`")
+            if row == "manifest_get" and "tool" in r:
+                lines.append(f"- {title}, row 6 load generator: `{r['tool']}`; "
+                             f"{r.get('requests')} requests, {r.get('non_2xx')} non-2xx, "
+                             f"{r.get('socket_errors')} socket errors.")
+            if row == "tags_list" and "pages" in r and not r.get("server_honors_n", True):
+                lines.append(f"- {title}: `tags/list?n={r['page_size']}` ignored `n` and "
+                             f"returned all tags in {r['pages']} page(s).")
+            if row == "tags_list" and r.get("full_in_order") is False:
+                lines.append(f"- {title}: `tags/list` did not return the tags in lexical "
+                             "order (the spec asks for lexical order).")
+    if "command" in regs["reference"]:
+        lines.append("- Reference registry config: filesystem storage in a temp dir, in-memory "
+                     "blob descriptor cache, `storage.delete.enabled: true`, log level warn, "
+                     "access log disabled.")
+    if "command" in regs["cargohold"]:
+        lines.append("- Cargohold runs with `--anonymous` (the benchmark, like the reference "
+                     "config, uses no credentials) and its default settings otherwise.")
+    lines += [
+        "- Servers started here run one at a time on 127.0.0.1, each with a fresh data "
+        "directory. Client and server share this machine's CPUs, so CPU-bound rows measure "
+        "both.",
+        "- MB = 10^6 bytes. RSS is summed over the server process and its children (forked "
+        "workers' shared pages are counted in each, PSS counts them once).",
+        "- Raw numbers, all samples: `bench/results.json`.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def summary(s: str) -> str:
+    """First line, plus the last one when they differ (e.g. a traceback's exception)."""
+    lines = [ln.strip() for ln in s.strip().splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    text = lines[0] if len(lines) == 1 else f"{lines[0]} … `{lines[-1]}`"
+    return text[:400]
+
+
+def first_line(s: str) -> str:
+    return (s.strip().splitlines() or [""])[0][:300]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    ap.add_argument("--only", help="rows to run (numbers 1-8 or names, comma-separated)")
+    ap.add_argument("--cargohold-url", help="use an already-running Cargohold")
+    ap.add_argument("--cargohold-pid", type=int, help="its PID (memory row)")
+    ap.add_argument("--reference-url", help="use an already-running reference registry")
+    ap.add_argument("--reference-pid", type=int, help="its PID (memory row)")
+    ap.add_argument("--skip", choices=["cargohold", "reference"], action="append", default=[],
+                    help="do not run this registry (its column says 'not run')")
+    ap.add_argument("--keep", action="store_true", help="keep temp data dirs and logs")
+    ap.add_argument("--out-dir", type=Path, default=BENCH_DIR,
+                    help="where RESULTS.md and results.json go (default: bench/)")
+    args = ap.parse_args(argv)
+
+    sys.path.insert(0, str(BENCH_DIR))
+    from registry_bench import parse_only  # validates --only early
+
+    only_rows = parse_only(args.only) if args.only else None
+    command = shlex.join(["python", os.path.relpath(__file__, REPO_ROOT), *sys.argv[1:]])
+    results: dict[str, Any] = {
+        "command": command, "quick": args.quick, "only_rows": only_rows,
+        "machine": machine_info(), "registries": {},
+    }
+    plan = [
+        ("reference", reference_server, args.reference_url, args.reference_pid),
+        ("cargohold", cargohold_server, args.cargohold_url, args.cargohold_pid),
+    ]
+    for name, make, url, pid in plan:
+        if name in args.skip:
+            results["registries"][name] = {"status": "not run", "reason": "--skip " + name}
+            continue
+        log(f"=== {name}")
+        results["registries"][name] = bench_one(name, make, url, pid, args.quick, args.only,
+                                                args.keep)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out_dir / "RESULTS.md").write_text(render(results))
+    log(f"wrote {args.out_dir / 'RESULTS.md'} and {args.out_dir / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

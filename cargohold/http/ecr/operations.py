@@ -1,0 +1,398 @@
+"""The ECR operations Cargohold serves, each a translation between ECR shapes and services."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from cargohold.http.ecr.protocol import Call, OperationSpec
+from cargohold.http.ecr.shapes import (
+    exclusion_filters,
+    image_detail,
+    image_ids,
+    repository_arn,
+    repository_shape,
+)
+from cargohold.http.keys import (
+    AUTHORIZER_KEY,
+    BLOBS_KEY,
+    IDENTITY_KEY,
+    IMAGES_KEY,
+    REPOSITORIES_KEY,
+    STORAGE_KEY,
+    UPLOADS_KEY,
+)
+from cargohold.services.actions import DESCRIBE_REPOSITORIES
+from cargohold.services.blobs import ChunkRange
+from cargohold.services.images import ImageService
+from cargohold.services.repositories import RepositoryService, not_found
+from cargohold.storage.repositories import RepositorySettings
+from cargohold.wire.digest import parse_digest
+from cargohold.wire.ecr import EcrError, invalid_parameter
+from cargohold.wire.errors import ErrorCode, RegistryError
+
+PART_SIZE = 10 * 1024 * 1024
+MIN_PART_SIZE = 5 * 1024 * 1024
+DEFAULT_PAGE = 100
+
+
+def _repositories(call: Call) -> RepositoryService:
+    return call.request.app[REPOSITORIES_KEY]
+
+
+def _images(call: Call) -> ImageService:
+    return call.request.app[IMAGES_KEY]
+
+
+def _repository(call: Call, record: Any) -> dict[str, Any]:
+    return repository_shape(record, registry_id=call.registry_id, region=call.region,
+                            host=call.host)
+
+
+def _ids(call: Call, name: str) -> dict[str, Any]:
+    return {"registryId": call.registry_id, "repositoryName": name}
+
+
+# -- repositories ------------------------------------------------------------------------------
+
+async def create_repository(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    exclusions = [f["filter"] for f in params.get("imageTagMutabilityExclusionFilters", [])]
+    mutability = params.get("imageTagMutability", "MUTABLE")
+    if exclusions and not mutability.endswith("_WITH_EXCLUSION"):
+        raise invalid_parameter("exclusion filters need a *_WITH_EXCLUSION tag mutability")
+    encryption = params.get("encryptionConfiguration", {})
+    settings = RepositorySettings(
+        image_tag_mutability=mutability, exclusions=exclusions,
+        scan_on_push=bool(params.get("imageScanningConfiguration", {}).get("scanOnPush")),
+        encryption_type=encryption.get("encryptionType", "AES256"),
+        kms_key=encryption.get("kmsKey"))
+    if settings.kms_key and settings.encryption_type == "AES256":
+        raise invalid_parameter("kmsKey needs encryptionType KMS or KMS_DSSE")
+    tags = {tag["Key"]: tag["Value"] for tag in params.get("tags", [])}
+    record = await _repositories(call).create(params["repositoryName"], settings, tags)
+    return {"repository": _repository(call, record)}
+
+
+async def describe_repositories(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    service = _repositories(call)
+    names = params.get("repositoryNames")
+    if names:
+        if "nextToken" in params or "maxResults" in params:
+            raise invalid_parameter("repositoryNames cannot be combined with pagination")
+        records = [await service.get(name) for name in names]
+        return {"repositories": [_repository(call, r) for r in records]}
+    limit = params.get("maxResults", DEFAULT_PAGE)
+    records, token = await service.page(params.get("nextToken"), limit)
+    storage = call.request.app[STORAGE_KEY]
+    visible = set(await storage.db(call.request.app[AUTHORIZER_KEY].visible, call.principal,
+                                   [r.name for r in records], (DESCRIBE_REPOSITORIES,)))
+    result: dict[str, Any] = {"repositories": [_repository(call, r) for r in records
+                                               if r.name in visible]}
+    if token:
+        result["nextToken"] = token
+    return result
+
+
+async def delete_repository(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    record = await _repositories(call).delete(params["repositoryName"],
+                                              bool(params.get("force")))
+    return {"repository": _repository(call, record)}
+
+
+async def put_image_tag_mutability(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    exclusions = [f["filter"] for f in params.get("imageTagMutabilityExclusionFilters", [])]
+    mutability = params["imageTagMutability"]
+    if exclusions and not mutability.endswith("_WITH_EXCLUSION"):
+        raise invalid_parameter("exclusion filters need a *_WITH_EXCLUSION tag mutability")
+    record = await _repositories(call).update(params["repositoryName"],
+                                              image_tag_mutability=mutability,
+                                              exclusions=exclusions)
+    result = {**_ids(call, record.name), "imageTagMutability": mutability}
+    if exclusions:
+        result["imageTagMutabilityExclusionFilters"] = exclusion_filters(exclusions)
+    return result
+
+
+async def put_image_scanning_configuration(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    scan = bool(params["imageScanningConfiguration"].get("scanOnPush"))
+    record = await _repositories(call).update(params["repositoryName"], scan_on_push=scan)
+    return {**_ids(call, record.name), "imageScanningConfiguration": {"scanOnPush": scan}}
+
+
+async def describe_registry(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    return {"registryId": call.registry_id, "replicationConfiguration": {"rules": []}}
+
+
+def _repository_of_arn(call: Call | None, arn: str) -> str:
+    prefix, _, name = arn.partition(":repository/")
+    parts = prefix.split(":")
+    if len(parts) != 5 or parts[:3] != ["arn", "aws", "ecr"] or not name:
+        raise invalid_parameter(f"Invalid parameter at 'resourceArn': {arn!r} is not a "
+                                "repository ARN")
+    if call is not None and arn != repository_arn(call.region, call.registry_id, name):
+        raise invalid_parameter(f"{arn!r} is not a repository of this registry")
+    return name
+
+
+async def tag_resource(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    name = _repository_of_arn(call, params["resourceArn"])
+    await _repositories(call).tag(name, {t["Key"]: t["Value"] for t in params["tags"]})
+    return {}
+
+
+async def untag_resource(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    name = _repository_of_arn(call, params["resourceArn"])
+    await _repositories(call).untag(name, list(params["tagKeys"]))
+    return {}
+
+
+async def list_tags_for_resource(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    name = _repository_of_arn(call, params["resourceArn"])
+    tags = await _repositories(call).resource_tags(name)
+    return {"tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+
+
+async def set_repository_policy(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    name = params["repositoryName"]
+    await _repositories(call).set_policy(name, params["policyText"])
+    return {**_ids(call, name), "policyText": params["policyText"]}
+
+
+async def get_repository_policy(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    name = params["repositoryName"]
+    return {**_ids(call, name), "policyText": await _repositories(call).get_policy(name)}
+
+
+async def delete_repository_policy(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    name = params["repositoryName"]
+    return {**_ids(call, name), "policyText": await _repositories(call).delete_policy(name)}
+
+
+# -- images ------------------------------------------------------------------------------------
+
+def _tag_status(params: dict[str, Any]) -> str:
+    return params.get("filter", {}).get("tagStatus", "ANY")
+
+
+async def describe_images(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    name = params["repositoryName"]
+    images = _images(call)
+    if params.get("imageIds"):
+        if "nextToken" in params or "maxResults" in params:
+            raise invalid_parameter("imageIds cannot be combined with pagination")
+        records = await images.describe(name, params["imageIds"])
+        token = None
+    else:
+        records, token = await images.page(name, params.get("nextToken"),
+                                           params.get("maxResults", DEFAULT_PAGE),
+                                           _tag_status(params))
+    result: dict[str, Any] = {"imageDetails": [
+        image_detail(r, registry_id=call.registry_id, repository=name) for r in records]}
+    if token:
+        result["nextToken"] = token
+    return result
+
+
+async def list_images(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    name = params["repositoryName"]
+    records, token = await _images(call).page(name, params.get("nextToken"),
+                                              params.get("maxResults", DEFAULT_PAGE),
+                                              _tag_status(params))
+    result: dict[str, Any] = {"imageIds": [i for r in records for i in image_ids(r)]}
+    if token:
+        result["nextToken"] = token
+    return result
+
+
+async def batch_get_image(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    name = params["repositoryName"]
+    await _repositories(call).get(name)
+    images, failures = await _images(call).batch_get(name, params["imageIds"],
+                                                     params.get("acceptedMediaTypes"))
+    return {"images": [{**_ids(call, name), **image} for image in images],
+            "failures": [f.shape() for f in failures]}
+
+
+async def batch_delete_image(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    name = params["repositoryName"]
+    await _repositories(call).get(name)
+    deleted, failures = await _images(call).batch_delete(name, params["imageIds"])
+    return {"imageIds": deleted, "failures": [f.shape() for f in failures]}
+
+
+async def put_image(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    name = params["repositoryName"]
+    image = await _images(call).put(name, params["imageManifest"],
+                                    params.get("imageManifestMediaType"),
+                                    params.get("imageTag"), params.get("imageDigest"))
+    return {"image": {**_ids(call, name), **image}}
+
+
+# -- layers ------------------------------------------------------------------------------------
+
+def _layer_error(exc: RegistryError, name: str, upload_id: str | None = None) -> EcrError:
+    if exc.code is ErrorCode.BLOB_UPLOAD_UNKNOWN:
+        return EcrError("UploadNotFoundException",
+                        f"Upload with id '{upload_id}' is not found in repository '{name}'")
+    if exc.code in (ErrorCode.RANGE_INVALID, ErrorCode.SIZE_INVALID):
+        return EcrError("InvalidLayerPartException", exc.message)
+    if exc.code is ErrorCode.DIGEST_INVALID:
+        return EcrError("InvalidLayerException", exc.message)
+    if exc.code is ErrorCode.NAME_UNKNOWN:
+        return not_found(name)
+    return invalid_parameter(exc.message)
+
+
+async def initiate_layer_upload(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    name = params["repositoryName"]
+    await _repositories(call).get(name)
+    state = await call.request.app[UPLOADS_KEY].start(name)
+    return {"uploadId": state.upload_id, "partSize": PART_SIZE}
+
+
+async def upload_layer_part(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    name, upload_id = params["repositoryName"], params["uploadId"]
+    await _repositories(call).get(name)
+    try:
+        part = base64.b64decode(params["layerPartBlob"], validate=True)
+    except (binascii.Error, ValueError, TypeError):
+        raise invalid_parameter("layerPartBlob is not valid base64") from None
+    first, last = params["partFirstByte"], params["partLastByte"]
+    if last - first + 1 != len(part):
+        raise EcrError("InvalidLayerPartException",
+                       f"part bytes {first}-{last} do not match the {len(part)} bytes sent")
+    uploads = call.request.app[UPLOADS_KEY]
+    try:
+        session = await uploads.session(name, upload_id)
+        if first > 0 and session.last_chunk_size < MIN_PART_SIZE:
+            raise EcrError("LayerPartTooSmallException",
+                           f"Layer parts must be at least {MIN_PART_SIZE} bytes, except the "
+                           "last one")
+        state = await uploads.append(name, upload_id, _single(part), ChunkRange(first, last),
+                                     len(part))
+    except RegistryError as exc:
+        raise _layer_error(exc, name, upload_id) from None
+    return {**_ids(call, name), "uploadId": upload_id, "lastByteReceived": state.size - 1}
+
+
+async def _single(data: bytes) -> Any:
+    yield data
+
+
+async def complete_layer_upload(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    name, upload_id = params["repositoryName"], params["uploadId"]
+    await _repositories(call).get(name)
+    digests = params["layerDigests"]
+    if len(digests) != 1:
+        raise invalid_parameter("exactly one layer digest is expected")
+    try:
+        digest = str(parse_digest(digests[0]))
+    except RegistryError:
+        raise invalid_parameter(f"invalid layer digest {digests[0]!r}") from None
+    uploads = call.request.app[UPLOADS_KEY]
+    try:
+        session = await uploads.session(name, upload_id)
+        if session.size == 0:
+            raise EcrError("EmptyUploadException", f"The upload with id '{upload_id}' is empty")
+        storage = call.request.app[STORAGE_KEY]
+        if await storage.db(storage.metadata.blob_size, name, digest) is not None:
+            await uploads.cancel(name, upload_id, missing_ok=True)
+            raise EcrError("LayerAlreadyExistsException",
+                           f"The layer '{digest}' already exists in the repository '{name}'")
+        completed, _ = await uploads.complete(name, upload_id, digest, None, None, None)
+    except RegistryError as exc:
+        raise _layer_error(exc, name, upload_id) from None
+    return {**_ids(call, name), "uploadId": upload_id, "layerDigest": str(completed)}
+
+
+async def batch_check_layer_availability(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    name = params["repositoryName"]
+    await _repositories(call).get(name)
+    storage = call.request.app[STORAGE_KEY]
+    layers, failures = [], []
+    for raw in params["layerDigests"]:
+        try:
+            digest = str(parse_digest(raw))
+        except RegistryError:
+            failures.append({"layerDigest": raw, "failureCode": "InvalidLayerDigest",
+                             "failureReason": "Invalid layer digest"})
+            continue
+        size = await storage.db(storage.metadata.blob_size, name, digest)
+        if size is None:
+            failures.append({"layerDigest": raw, "failureCode": "MissingLayerDigest",
+                             "failureReason": "Could not find the layer"})
+        else:
+            layers.append({"layerDigest": digest, "layerAvailability": "AVAILABLE",
+                           "layerSize": size})
+    return {"layers": layers, "failures": failures}
+
+
+async def get_download_url_for_layer(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    name = params["repositoryName"]
+    await _repositories(call).get(name)
+    try:
+        digest = str(parse_digest(params["layerDigest"]))
+    except RegistryError:
+        raise invalid_parameter("invalid layer digest") from None
+    try:
+        await call.request.app[BLOBS_KEY].locate(name, digest)
+    except RegistryError:
+        raise EcrError("LayersNotFoundException",
+                       f"The layer '{digest}' does not exist in the repository '{name}'"
+                       ) from None
+    identity = call.request.app[IDENTITY_KEY]
+    query = identity.presign_blob(name, digest)
+    return {"downloadUrl": f"{call.base_url}/v2/{name}/blobs/{digest}?{query}",
+            "layerDigest": digest}
+
+
+# -- authentication ----------------------------------------------------------------------------
+
+async def get_authorization_token(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    identity = call.request.app[IDENTITY_KEY]
+    storage = call.request.app[STORAGE_KEY]
+    password, expires = await storage.db(identity.mint_temporary_password, call.access_key_id)
+    token = base64.b64encode(f"AWS:{password}".encode()).decode()
+    return {"authorizationData": [{"authorizationToken": token, "expiresAt": float(expires),
+                                   "proxyEndpoint": call.base_url}]}
+
+
+def _named(params: dict[str, Any]) -> str | None:
+    return params.get("repositoryName")
+
+
+def _by_arn(params: dict[str, Any]) -> str | None:
+    arn = params.get("resourceArn")
+    return _repository_of_arn(None, arn) if isinstance(arn, str) else None
+
+
+def _registry(params: dict[str, Any]) -> str | None:
+    return None
+
+
+OPERATIONS: dict[str, OperationSpec] = {
+    "CreateRepository": OperationSpec(create_repository, _named),
+    "DescribeRepositories": OperationSpec(describe_repositories, _registry),
+    "DeleteRepository": OperationSpec(delete_repository, _named),
+    "PutImageTagMutability": OperationSpec(put_image_tag_mutability, _named),
+    "PutImageScanningConfiguration": OperationSpec(put_image_scanning_configuration, _named),
+    "DescribeRegistry": OperationSpec(describe_registry, _registry),
+    "TagResource": OperationSpec(tag_resource, _by_arn),
+    "UntagResource": OperationSpec(untag_resource, _by_arn),
+    "ListTagsForResource": OperationSpec(list_tags_for_resource, _by_arn),
+    "SetRepositoryPolicy": OperationSpec(set_repository_policy, _named),
+    "GetRepositoryPolicy": OperationSpec(get_repository_policy, _named),
+    "DeleteRepositoryPolicy": OperationSpec(delete_repository_policy, _named),
+    "DescribeImages": OperationSpec(describe_images, _named),
+    "ListImages": OperationSpec(list_images, _named),
+    "BatchGetImage": OperationSpec(batch_get_image, _named),
+    "BatchDeleteImage": OperationSpec(batch_delete_image, _named),
+    "PutImage": OperationSpec(put_image, _named),
+    "InitiateLayerUpload": OperationSpec(initiate_layer_upload, _named),
+    "UploadLayerPart": OperationSpec(upload_layer_part, _named),
+    "CompleteLayerUpload": OperationSpec(complete_layer_upload, _named),
+    "BatchCheckLayerAvailability": OperationSpec(batch_check_layer_availability, _named),
+    "GetDownloadUrlForLayer": OperationSpec(get_download_url_for_layer, _named),
+    "GetAuthorizationToken": OperationSpec(get_authorization_token, _registry),
+}
