@@ -124,7 +124,8 @@ class UploadService:
     async def append(self, repository: str, upload_id: str, body: AsyncIterator[bytes],
                      chunk_range: ChunkRange | None, content_length: int | None) -> UploadState:
         async with self._writer(repository, upload_id) as (writer, record):
-            size = await self._write_chunk(writer, record, body, chunk_range, content_length)
+            size = await self._write_chunk(writer, record, body, chunk_range, content_length,
+                                           acknowledge=True)
         return UploadState(upload_id, size)
 
     async def complete(self, repository: str, upload_id: str, digest: str,
@@ -135,8 +136,9 @@ class UploadService:
         async with self._writer(repository, upload_id) as (writer, record):
             size = record.size
             if body is not None:
+                # The last chunk is acknowledged together with the blob, in one transaction.
                 size = await self._write_chunk(writer, record, body, chunk_range,
-                                               content_length)
+                                               content_length, acknowledge=False)
             hasher = await self._hasher_at(upload_id, expected.algorithm, size)
             self._hashers.pop(upload_id, None)
             if hasher.hexdigest() != expected.hex:
@@ -195,7 +197,8 @@ class UploadService:
     async def _writer(self, repository: str,
                       upload_id: str) -> AsyncIterator[tuple[UploadWriter, UploadRecord]]:
         """Hold the session exclusively, with its record read under that hold."""
-        await self.session(repository, upload_id)
+        if not _valid_upload_id(upload_id):
+            raise _unknown_upload(upload_id)
         try:
             async with self.storage.blobs.open_upload(upload_id) as writer:
                 yield writer, await self.session(repository, upload_id)
@@ -225,8 +228,9 @@ class UploadService:
 
     async def _write_chunk(self, writer: UploadWriter, record: UploadRecord,
                            body: AsyncIterator[bytes], chunk_range: ChunkRange | None,
-                           content_length: int | None) -> int:
-        """Write one chunk and acknowledge it in the database; all of it or nothing."""
+                           content_length: int | None, *, acknowledge: bool) -> int:
+        """Write one chunk and (unless the caller will) acknowledge it in the database; all of
+        it or nothing."""
         upload_id, size = record.id, record.size
         expected_length = content_length
         if chunk_range is not None:
@@ -258,6 +262,9 @@ class UploadService:
         except _ChunkSizeMismatch:
             raise RegistryError(ErrorCode.SIZE_INVALID,
                                 "chunk length does not match the declared length") from None
+        if not acknowledge:
+            self._remember(upload_id, record.algorithm, new_size, hasher)
+            return new_size
         try:
             acknowledged = await self.storage.db(self.storage.metadata.record_upload_size,
                                                  upload_id, size, new_size)

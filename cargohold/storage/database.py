@@ -7,8 +7,9 @@ construct (`insert(...).on_conflict_do_*`), which both engines support.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,8 @@ class Database:
         else:
             raise ValueError(f"unsupported database URL {url!r} (use sqlite:/// or postgresql://)")
         is_postgres = self.engine.dialect.name == "postgresql"
+        self._write_lock: AbstractContextManager[object] = (
+            nullcontext() if is_postgres else threading.Lock())
         self.insert: Callable[[Table], Any] = postgresql.insert if is_postgres else sqlite.insert
 
     def migrate(self) -> None:
@@ -90,7 +93,9 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
+        # SQLite has one writer at a time: queue this process's writers on a lock rather than
+        # in SQLite's busy handler, whose back-off sleeps would stall every writer.
+        with self._write_lock, self.engine.connect() as conn:
             conn.info["write"] = True
             try:
                 with conn.begin():

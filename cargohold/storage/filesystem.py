@@ -6,6 +6,7 @@ POSIX), with fsync of the data and the directory so a crash leaves the old or th
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import fcntl
@@ -118,6 +119,10 @@ class FilesystemBlobStore:
                 yield chunk
 
     async def commit_upload(self, upload_id: str, size: int, digest: str) -> None:
+        # fsync can take milliseconds: keep it off the event loop.
+        await asyncio.to_thread(self._commit, upload_id, size, digest)
+
+    def _commit(self, upload_id: str, size: int, digest: str) -> None:
         source = self.upload_path(upload_id)
         target = self.blob_path(digest)
         fd = os.open(source, os.O_WRONLY)
