@@ -176,6 +176,12 @@ def test_malformed_manifests_are_refused(body: bytes) -> None:
     assert code_of(exc) is ErrorCode.MANIFEST_INVALID
 
 
+def test_deeply_nested_json_is_refused_not_crashed() -> None:
+    with pytest.raises(RegistryError) as exc:
+        parse_manifest(b"[" * 100_000 + b"]" * 100_000, OCI_MANIFEST)
+    assert code_of(exc) is ErrorCode.MANIFEST_INVALID
+
+
 def test_media_type_must_match_content_type() -> None:
     with pytest.raises(RegistryError) as exc:
         parse_manifest(encode(image()), DOCKER_MANIFEST)

@@ -75,7 +75,7 @@ def parse_policy(text: str, kind: PolicyKind) -> Policy:
         raise PolicyError(f"policy is longer than {MAX_POLICY_LENGTH} characters")
     try:
         document = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise PolicyError(f"policy is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise PolicyError("policy must be a JSON object")

@@ -32,7 +32,7 @@ def decode_token(token: str | None) -> Any:
         return None
     try:
         return json.loads(base64.urlsafe_b64decode(token.encode()))
-    except ValueError:
+    except (ValueError, RecursionError):
         raise invalid_parameter("invalid nextToken") from None
 
 

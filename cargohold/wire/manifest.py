@@ -183,7 +183,7 @@ def parse_manifest(content: bytes, content_type: str | None) -> ParsedManifest:
     """Validate a pushed manifest and extract its references; refuse anything malformed."""
     try:
         document = json.loads(content)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise _invalid(f"manifest is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise _invalid("manifest must be a JSON object")

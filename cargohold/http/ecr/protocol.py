@@ -109,7 +109,7 @@ def make_endpoint(operations: dict[str, OperationSpec]) -> Callable[[web.Request
             model = operation(name)
             try:
                 params = json.loads(body) if body.strip() else {}
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise EcrError("SerializationException", "the request body is not valid JSON"
                                ) from None
             validate_request(model, params)
