@@ -362,3 +362,9 @@ def repository_policy_delete(repository: str, data_dir: Path | None,
     if not found:
         raise click.ClickException(f"repository {repository!r} has no policy")
     click.echo(f"policy removed from {repository}")
+
+
+# The registry client commands (push, pull, login, chart, bundle, tree, copy, ...).
+from cargohold.cli_client import register as register_client_commands  # noqa: E402
+
+register_client_commands(main)
