@@ -7,6 +7,7 @@ through the database and the blob store.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -32,7 +33,8 @@ def configure_logging(level: str) -> None:
 
 def prepare(settings: Settings) -> None:
     """Create the data directory, migrate the schema, and create the first administrator."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _create_private_sqlite_file(settings.resolved_database_url)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     storage = Storage.from_settings(settings)
     try:
@@ -46,6 +48,15 @@ def prepare(settings: Settings) -> None:
     if settings.anonymous:
         log.warning("!!! --anonymous: ANYONE can push, pull and delete in this registry without "
                     "credentials. For local experiments only. !!!")
+
+
+def _create_private_sqlite_file(url: str) -> None:
+    """The embedded database holds password hashes and sealed secrets: owner-only access."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url == prefix + ":memory:":
+        return
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(url[len(prefix):], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def bind(settings: Settings) -> socket.socket:

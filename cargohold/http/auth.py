@@ -36,17 +36,20 @@ def _base_url(request: web.Request) -> str:
     return configured.rstrip("/") if configured else f"{request.scheme}://{request.host}"
 
 
-def challenge(request: web.Request, scope: str | None = None) -> str:
+def challenge(request: web.Request, scope: str | None = None, error: str | None = None) -> str:
     service = request.app[IDENTITY_KEY].service
     value = f'Bearer realm="{_base_url(request)}{TOKEN_PATH}",service="{service}"'
     if scope:
         value += f',scope="{scope}"'
+    if error:
+        value += f',error="{error}"'
     return value
 
 
-def unauthorized(request: web.Request, message: str, scope: str | None = None) -> RegistryError:
+def unauthorized(request: web.Request, message: str, scope: str | None = None,
+                 error: str | None = None) -> RegistryError:
     return RegistryError(ErrorCode.UNAUTHORIZED, message,
-                         headers={"WWW-Authenticate": challenge(request, scope)})
+                         headers={"WWW-Authenticate": challenge(request, scope, error)})
 
 
 def _basic_credentials(value: str) -> tuple[str, str]:
@@ -87,8 +90,27 @@ async def authenticate(request: web.Request) -> Principal:
         user, password = _basic_credentials(value)
         return await storage.db(identity.authenticate_basic, user, password)
     if scheme.lower() == "bearer":
-        return identity.verify_token(value.strip())
+        principal = identity.verify_token(value.strip())
+        valid = identity.cached_validity(principal)
+        if valid is None:
+            valid = await storage.db(identity.check_validity, principal)
+        if not valid:
+            raise AuthenticationFailed("the token's access key is no longer active")
+        return principal
     raise AuthenticationFailed(f"unsupported authorization scheme {scheme!r}")
+
+
+def _presented(request: web.Request) -> Principal | None:
+    """Who a refused caller claimed to be (the user or key id it sent), for the audit log."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, _ = _basic_credentials(value)
+    except AuthenticationFailed:
+        return None
+    key_id = user if user.startswith("AKCH") else None
+    return Principal(None, user[:255], key_id, "presented")
 
 
 def _audit(request: web.Request, principal: Principal | None, outcome: str, status: int,
@@ -108,8 +130,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     try:
         principal = await authenticate(request)
     except AuthenticationFailed as exc:
-        _audit(request, None, "unauthenticated", 401, str(exc))
-        raise unauthorized(request, str(exc)) from None
+        request["repository"] = request.match_info.get("name")
+        _audit(request, _presented(request), "unauthenticated", 401, str(exc))
+        bearer = request.headers.get("Authorization", "").lower().startswith("bearer ")
+        raise unauthorized(request, str(exc), error="invalid_token" if bearer else None
+                           ) from None
     request["principal"] = principal
     try:
         response = await handler(request)
@@ -135,17 +160,28 @@ async def may(request: web.Request, action: str, repository: str) -> bool:
 
 
 async def authorize(request: web.Request, action: str, repository: str) -> None:
-    request["action"] = action
+    request.setdefault("action", action)  # the route's own action names it in the audit log
     request["repository"] = repository
     if await may(request, action, repository):
         return
     principal: Principal = request["principal"]
+    scope = scope_of(action)
+    wanted = f"repository:{repository}:{'pull,push' if scope == 'push' else scope}"
+    if principal.anonymous and principal.token_access is None:
+        raise unauthorized(request, "authentication required", wanted)
+    if principal.token_access is None:
+        raise RegistryError(ErrorCode.DENIED,
+                            detail={"action": action, "repository": repository})
+    # A token without the scope: name the scope to ask for (the Docker token protocol's
+    # insufficient_scope). An authenticated caller gets it on a 403, which is what makes
+    # clients that reuse their first token (oras-py) fetch a wider one.
     if principal.anonymous:
-        scope = scope_of(action)
-        wanted = "pull,push" if scope == "push" else scope
-        raise unauthorized(request, "authentication required",
-                           f"repository:{repository}:{wanted}")
-    raise RegistryError(ErrorCode.DENIED, detail={"action": action, "repository": repository})
+        raise unauthorized(request, "the token does not grant this access", wanted,
+                           error="insufficient_scope")
+    raise RegistryError(ErrorCode.DENIED, "the token does not grant this access",
+                        {"action": action, "repository": repository},
+                        headers={"WWW-Authenticate": challenge(request, wanted,
+                                                               "insufficient_scope")})
 
 
 def guarded(actions: str | dict[str, str], handler: Handler) -> Handler:
@@ -201,6 +237,9 @@ async def token(request: web.Request) -> web.Response:
         elif request.method == "POST" and form.get("grant_type") not in (None, "password"):
             raise RegistryError(ErrorCode.UNSUPPORTED, "unsupported grant_type",
                                 {"grant_type": form.get("grant_type")})
+        elif request.headers.get("Authorization", "").lower().startswith("bearer "):
+            # A token is not a credential for another token: it would never expire.
+            raise AuthenticationFailed("the token service takes credentials, not tokens")
         else:
             principal = await authenticate(request)
     except AuthenticationFailed as exc:

@@ -15,9 +15,10 @@ DELETE_IMAGE = "ecr:BatchDeleteImage"
 DESCRIBE_REPOSITORIES = "ecr:DescribeRepositories"
 
 # Each token scope action stands for the ECR actions a client needs for it; a token grants a
-# scope only when the policy allows every one of them.
+# scope only when the policy allows every one of them. (Tag listing and referrers count as
+# BatchGetImage: whoever may pull an image may list what there is to pull.)
 SCOPE_ACTIONS: dict[str, frozenset[str]] = {
-    "pull": frozenset({BATCH_GET_IMAGE, GET_DOWNLOAD_URL, CHECK_LAYERS, LIST_IMAGES}),
+    "pull": frozenset({BATCH_GET_IMAGE, GET_DOWNLOAD_URL, CHECK_LAYERS}),
     "push": frozenset({PUT_IMAGE, INITIATE_UPLOAD, UPLOAD_PART, COMPLETE_UPLOAD}),
     "delete": frozenset({DELETE_IMAGE}),
 }

@@ -27,11 +27,14 @@ class BatchWriter(Generic[T]):
         self.name = name
         self._pending: list[T] = []
         self._task: asyncio.Task[None] | None = None
+        self._flushes: set[asyncio.Task[None]] = set()  # held, so none is garbage-collected
 
     def add(self, item: T) -> None:
         self._pending.append(item)
         if len(self._pending) >= self.batch:
-            asyncio.get_running_loop().create_task(self.flush())
+            task = asyncio.get_running_loop().create_task(self.flush())
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
 
     async def flush(self) -> None:
         items, self._pending = self._pending, []
@@ -55,4 +58,6 @@ class BatchWriter(Generic[T]):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)
         await self.flush()

@@ -28,6 +28,7 @@ TEMPORARY_PASSWORD_USER = "AWS"
 TEMPORARY_PASSWORD_TTL = 12 * 3600
 TOKEN_TTL = 15 * 60
 DOWNLOAD_URL_TTL = 10 * 60
+VALIDITY_TTL = 2.0
 _KEY_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 _PASSWORD_CACHE_TTL = 60.0
 
@@ -71,6 +72,7 @@ class IdentityService:
         self.region = region
         self.hasher = PasswordHasher()
         self._verified: OrderedDict[bytes, float] = OrderedDict()
+        self._validity: dict[str, tuple[bool, float]] = {}
         self._lock = threading.Lock()
 
     @property
@@ -121,14 +123,15 @@ class IdentityService:
         return record
 
     def _verify_access_key(self, record: AccessKeyRecord, secret: str) -> Principal:
-        if record.status != "Active":
-            raise AuthenticationFailed("access key is not active")
         try:
             expected = self.keys.unseal(record.secret_ciphertext)
         except SecretDecryptionError:
             raise AuthenticationFailed("access key cannot be verified") from None
+        # The secret first: a refusal must not tell a guesser that a key exists.
         if not hmac.compare_digest(expected.encode(), secret.encode()):
             raise AuthenticationFailed("invalid credentials")
+        if record.status != "Active":
+            raise AuthenticationFailed("access key is not active")
         return Principal(record.user_id, record.user_name, record.id, "access-key")
 
     def _verify_user_password(self, name: str, password: str) -> Principal:
@@ -218,6 +221,31 @@ class IdentityService:
         }
         return jwt.encode(claims, self.keys.token_key, algorithm="HS256"), TOKEN_TTL
 
+    def cached_validity(self, principal: Principal) -> bool | None:
+        """Whether a token's key (or user) was still in good standing a moment ago; None when
+        that is not known, and `check_validity` must ask the database."""
+        if principal.user_id is None:
+            return True
+        entry = self._validity.get(_validity_key(principal))
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    def check_validity(self, principal: Principal) -> bool:
+        """Is the token's access key still active (or its user still there)? Cached briefly,
+        so deactivating a key or deleting a user ends its tokens within seconds."""
+        if principal.access_key_id is not None:
+            record = self.store.get_access_key(principal.access_key_id)
+            valid = (record is not None and record.status == "Active"
+                     and record.user_id == principal.user_id)
+        else:
+            valid = self.store.user_exists(principal.user_id or 0)
+        with self._lock:
+            self._validity[_validity_key(principal)] = (valid, time.monotonic() + VALIDITY_TTL)
+            if len(self._validity) > 10_000:
+                self._validity.clear()
+        return valid
+
     def verify_token(self, token: str) -> Principal:
         try:
             claims = jwt.decode(token, self.keys.token_key, algorithms=["HS256"],
@@ -234,3 +262,7 @@ class IdentityService:
         user_id = claims.get("uid")
         return Principal(user_id if isinstance(user_id, int) else None,
                          claims.get("sub") or None, claims.get("akid"), "token", granted)
+
+
+def _validity_key(principal: Principal) -> str:
+    return principal.access_key_id or f"user:{principal.user_id}"

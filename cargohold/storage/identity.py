@@ -93,6 +93,11 @@ class IdentityStore:
                                .where(users.c.name == name)).one_or_none()
         return UserRecord(*row) if row else None
 
+    def user_exists(self, user_id: int) -> bool:
+        with self.database.read() as conn:
+            return conn.execute(select(users.c.id).where(users.c.id == user_id)
+                                ).first() is not None
+
     def password_hash(self, name: str) -> tuple[UserRecord, str] | None:
         with self.database.read() as conn:
             row = conn.execute(select(users.c.id, users.c.name, users.c.created_at,

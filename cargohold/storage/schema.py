@@ -139,6 +139,8 @@ users = Table(
     # Argon2id hash of an optional registry password; access keys are the usual credential.
     Column("password_hash", Text),
     Column("created_at", BigInteger, nullable=False),
+    # Never reuse an id: a token names its user by id.
+    sqlite_autoincrement=True,
 )
 
 access_keys = Table(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from cargohold.http.auth import may
+from cargohold.http.auth import authorize, may
 from cargohold.http.blobresponse import send_file
 from cargohold.http.keys import BLOBS_KEY, UPLOADS_KEY
 from cargohold.http.v2.common import (
@@ -13,7 +13,7 @@ from cargohold.http.v2.common import (
     content_length,
     repository_name,
 )
-from cargohold.services.actions import GET_DOWNLOAD_URL
+from cargohold.services.actions import COMPLETE_UPLOAD, GET_DOWNLOAD_URL, UPLOAD_PART
 from cargohold.services.blobs import UploadState
 from cargohold.wire.errors import ErrorCode, RegistryError
 from cargohold.wire.names import validate_name
@@ -68,6 +68,9 @@ async def start_upload(request: web.Request) -> web.Response:
             return _created(name, query["mount"])
         return _upload_response(name, await uploads.start(name), 202)
     if "digest" in query:
+        # A single-request upload is also the part and the completion.
+        await authorize(request, UPLOAD_PART, name)
+        await authorize(request, COMPLETE_UPLOAD, name)
         digest, _ = await uploads.upload_whole(name, query["digest"], body_stream(request),
                                                content_length(request))
         return _created(name, str(digest))
@@ -95,6 +98,8 @@ async def finish_upload(request: web.Request) -> web.Response:
     if not digest:
         raise RegistryError(ErrorCode.DIGEST_INVALID, "the digest query parameter is required")
     body = body_stream(request) if request.body_exists else None
+    if body is not None:
+        await authorize(request, UPLOAD_PART, name)  # the final PUT carries a part
     completed, _ = await request.app[UPLOADS_KEY].complete(
         name, request.match_info["upload_id"], digest, body, chunk_range(request),
         content_length(request))

@@ -39,6 +39,6 @@ def add_routes(app: web.Application) -> None:
     r.add_get(manifest, guarded(ecr.BATCH_GET_IMAGE, manifests.get_manifest))
     r.add_put(manifest, guarded(ecr.PUT_IMAGE, manifests.put_manifest))
     r.add_delete(manifest, guarded(ecr.DELETE_IMAGE, manifests.delete_manifest))
-    r.add_get("/v2/{name:.+}/tags/list", guarded(ecr.LIST_IMAGES, manifests.list_tags))
+    r.add_get("/v2/{name:.+}/tags/list", guarded(ecr.BATCH_GET_IMAGE, manifests.list_tags))
     r.add_get("/v2/{name:.+}/referrers/{digest}",
               guarded(ecr.BATCH_GET_IMAGE, manifests.referrers))
