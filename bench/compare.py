@@ -2,17 +2,25 @@
 """Run bench/registry_bench.py against Cargohold and the CNCF reference registry, one at a time.
 
     python bench/compare.py [--quick] [--only ROWS]
-                            [--cargohold-url URL [--cargohold-pid PID]]
+                            [--cargohold-url URL [--cargohold-pid PID]
+                             [--cargohold-aws-credentials FILE]]
                             [--reference-url URL [--reference-pid PID]]
 
 Each server is started on a free 127.0.0.1 port with a fresh temporary data directory, benchmarked,
 and stopped before the next one starts (so they never compete for CPU). Writes bench/results.json
 (raw) and bench/RESULTS.md (one row per metric, Cargohold | reference registry).
+
+Rows 1-8 run against an anonymous Cargohold (like the reference registry's config). The rows that
+need credentials (SECURE_ROWS: the Bearer-token manifest GET and ECR DescribeImages) run against
+a second, secure Cargohold, with the administrator's key from its data directory's
+`admin-credentials`; the reference registry has neither token auth nor the ECR API, so those rows
+say "n/a" there.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -36,6 +44,7 @@ REFERENCE_BIN = "/usr/bin/docker-registry"
 START_TIMEOUT = 60.0
 BENCH_TIMEOUT_FULL = 3600
 BENCH_TIMEOUT_QUICK = 600
+SECURE_ROWS = ("manifest_get_bearer", "describe_images")
 
 
 def log(msg: str) -> None:
@@ -62,8 +71,12 @@ class Server:
     """A registry subprocess in its own session, with its log in the temp dir."""
 
     def __init__(self, name: str, cmd: list[str], port: int, workdir: Path,
-                 cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
+                 cwd: Path | None = None, env: dict[str, str] | None = None,
+                 ready: tuple[int, ...] = (200,),
+                 credentials: Path | None = None) -> None:
         self.name = name
+        self.ready = ready
+        self.credentials = credentials
         self.cmd = cmd
         self.port = port
         self.workdir = workdir
@@ -100,12 +113,13 @@ class Server:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n"
                                    f"{self.log_tail()}")
             status = v2_status(self.url)
-            if status == 200:
+            if status in self.ready:
                 log(f"{self.name} ready at {self.url} (pid {self.pid})")
                 return
             time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"{self.name}: GET /v2/ did not answer 200 within {START_TIMEOUT}s "
+        raise RuntimeError(f"{self.name}: GET /v2/ did not answer {self.ready} within "
+                           f"{START_TIMEOUT}s "
                            f"(last answer: {status}):\n"
                            f"{self.log_tail()}")
 
@@ -153,14 +167,19 @@ http:
     return Server("reference", [binary, "serve", str(config)], port, workdir)
 
 
-def cargohold_server(workdir: Path) -> Server:
+def cargohold_server(workdir: Path, secure: bool = False) -> Server:
     port = free_port()
-    data = workdir / "data"
+    data = workdir / ("data-secure" if secure else "data")
     data.mkdir()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     cmd = [sys.executable, "-m", "cargohold", "serve", "--host", "127.0.0.1",
            "--port", str(port), "--data-dir", str(data), "--workers", "2"]
+    if secure:
+        # Credentials from the bootstrap administrator's AWS credentials file.
+        env.pop("CARGOHOLD_ANONYMOUS", None)
+        return Server("cargohold-secure", cmd, port, workdir, cwd=REPO_ROOT, env=env,
+                      ready=(401,), credentials=data / "admin-credentials")
     # The benchmark is anonymous, like the reference registry's config: open Cargohold too.
     if "--anonymous" in cargohold_serve_help(env):
         cmd.append("--anonymous")
@@ -179,10 +198,13 @@ def cargohold_serve_help(env: dict[str, str]) -> str:
     return p.stdout
 
 
-def run_bench(url: str, pid: int | None, quick: bool, only: str | None) -> dict[str, Any]:
+def run_bench(url: str, pid: int | None, quick: bool, only: str | None,
+              credentials: Path | None = None) -> dict[str, Any]:
     cmd = [sys.executable, str(BENCH_SCRIPT), "--url", url]
     if pid is not None:
         cmd += ["--pid", str(pid)]
+    if credentials is not None:
+        cmd += ["--aws-credentials", str(credentials)]
     if quick:
         cmd.append("--quick")
     if only:
@@ -241,22 +263,60 @@ def machine_info() -> dict[str, Any]:
 
 
 def bench_one(name: str, make: Any, url: str | None, pid: int | None, quick: bool,
-              only: str | None, keep: bool) -> dict[str, Any]:
+              only: str | None, keep: bool, credentials: Path | None = None,
+              make_secure: Any = None) -> dict[str, Any]:
+    """Benchmark one registry. With `make_secure`, the SECURE_ROWS run against a second
+    server that `make_secure` starts (with its own credentials file); the others against the
+    first. Results are merged into one `bench` entry."""
+    from registry_bench import parse_only
+
     if url:
-        if v2_status(url) != 200:
+        if v2_status(url) not in ((200, 401) if credentials else (200,)):
             return {"status": "not run", "reason": f"GET {url}/v2/ did not answer 200"}
-        return {"status": "ok", "external": True, "bench": run_bench(url, pid, quick, only)}
-    workdir = Path(tempfile.mkdtemp(prefix=f"cargohold-bench-{name}-"))
+        return {"status": "ok", "external": True,
+                "bench": run_bench(url, pid, quick, only, credentials)}
+    rows = parse_only(only)
+    plain = [r for r in rows if make_secure is None or r not in SECURE_ROWS]
+    secure = [r for r in rows if make_secure is not None and r in SECURE_ROWS]
+    entry: dict[str, Any] = {"status": "ok"}
+    for label, factory, selected in (("", make, plain), ("secure", make_secure, secure)):
+        if not selected:
+            continue
+        part = _bench_server(name, label, factory, quick, ",".join(selected), keep)
+        if part.get("status") != "ok":
+            entry["status"] = part["status"]
+            entry.setdefault("reason", part.get("reason"))
+            if "log_tail" in part:
+                entry["log_tail"] = part["log_tail"]
+        if "command" in part:
+            entry["secure_command" if label else "command"] = part["command"]
+        if "bench" in part:
+            if "bench" not in entry:
+                entry["bench"] = part["bench"]
+            else:
+                entry["bench"]["rows"].update(part["bench"]["rows"])
+                entry["bench"]["secure_url"] = part["bench"]["url"]
+    if "bench" not in entry:
+        entry["status"] = "not run"
+    elif entry["status"] == "not run":
+        entry["status"] = "partly run"
+    return entry
+
+
+def _bench_server(name: str, label: str, make: Any, quick: bool, only: str,
+                  keep: bool) -> dict[str, Any]:
+    suffix = f"-{label}" if label else ""
+    workdir = Path(tempfile.mkdtemp(prefix=f"cargohold-bench-{name}{suffix}-"))
     server: Server | None = None
     try:
         server = make(workdir)
         server.start()
-        result = run_bench(server.url, server.pid, quick, only)
+        result = run_bench(server.url, server.pid, quick, only, server.credentials)
         alive = server.proc is not None and server.proc.poll() is None
         return {"status": "ok" if alive else "server died", "command": shlex.join(server.cmd),
                 "bench": result, **({} if alive else {"log_tail": server.log_tail()})}
     except Exception as exc:
-        log(f"{name}: {exc}")
+        log(f"{name}{' ' + label if label else ''}: {exc}")
         return {"status": "not run", "reason": str(exc)[:2000]}
     finally:
         if server is not None:
@@ -311,6 +371,17 @@ def table_rows(sizes: dict[str, Any]) -> list[tuple[str, str, str]]:
          "(MiB)", "memory", "peak_rss_mib"),
         ("8. … peak during push / during pull (MiB)", "memory", "push_pull"),
         ("8. … peak PSS (MiB; shared pages counted once)", "memory", "peak_pss_mib"),
+        (f"9. Manifest GET by tag with a Bearer token (secure server), "
+         f"{sizes['manifest_connections']} connections, {sizes['manifest_seconds']} s "
+         "(requests/s; compare row 6)", "manifest_get_bearer", "value"),
+        ("9. … latency p50 / p99", "manifest_get_bearer", "latency"),
+        (f"10. ECR DescribeImages over a repository of {sizes['ecr_images']:,} images: every "
+         f"page, maxResults={sizes['ecr_page']} (ms for all pages, median of "
+         f"{sizes['ecr_reps']})", "describe_images", "all_pages_ms"),
+        (f"10. … one page of {sizes['ecr_page']}: the first / the last (ms, median)",
+         "describe_images", "first_last"),
+        (f"10. (setup) manifest PUT rate, {sizes['ecr_push_concurrency']} connections "
+         "(manifests/s)", "describe_images", "push_per_s"),
     ]
 
 
@@ -324,11 +395,13 @@ def cell(entry: dict[str, Any], row: str, fld: str) -> str:
     if "error" in r:
         return "error (see results.json)"
     if "skipped" in r:
-        return f"skipped ({r['skipped']})"
+        return "n/a" if str(r["skipped"]).startswith("n/a") else f"skipped ({r['skipped']})"
     if fld == "latency":
         return f"{r.get('latency_p50')} / {r.get('latency_p99')}"
     if fld == "pages":
         return f"{r.get('pages')} / {'yes' if r.get('server_honors_n') else 'no'}"
+    if fld == "first_last":
+        return f"{fmt(r.get('first_page_ms'), 2)} / {fmt(r.get('last_page_ms'), 2)}"
     if fld == "push_pull":
         return f"{fmt(r.get('peak_rss_push_mib'))} / {fmt(r.get('peak_rss_pull_mib'))}"
     if fld == "value" and row == "manifest_get" and r.get("non_2xx"):
@@ -340,6 +413,9 @@ def render(results: dict[str, Any]) -> str:
     m = results["machine"]
     regs = results["registries"]
     sizes = next((e["bench"]["sizes"] for e in regs.values() if "bench" in e), None)
+    if sizes is not None:
+        sizes = {"ecr_images": 10_000, "ecr_page": 1000, "ecr_reps": 3,
+                 "ecr_push_concurrency": 8, **sizes}  # results.json from before rows 9-10
     lines = [
         "# Cargohold vs. the CNCF reference registry",
         "",
@@ -379,6 +455,9 @@ def render(results: dict[str, Any]) -> str:
             lines.append(f"- {title}: already-running server at `{e['bench']['url']}`.")
         elif e.get("command"):
             lines.append(f"- {title} server command: `{e['command']}`")
+        if e.get("secure_command"):
+            lines.append(f"- {title} secure server (rows 9-10, the administrator's key from its "
+                         f"`admin-credentials`): `{e['secure_command']}`")
         if "bench" in e:
             lines.append(f"- {title}: load average {e['bench'].get('loadavg_before')} before, "
                          f"{e['bench'].get('loadavg_after')} after its run (other processes "
@@ -388,10 +467,13 @@ def render(results: dict[str, Any]) -> str:
         for row, r in e.get("bench", {}).get("rows", {}).items():
             if "error" in r:
                 lines.append(f"- {title}, {row}: error: `{first_line(r['error'])}`")
-            if row == "manifest_get" and "tool" in r:
-                lines.append(f"- {title}, row 6 load generator: `{r['tool']}`; "
+            if row in ("manifest_get", "manifest_get_bearer") and "tool" in r:
+                number = 6 if row == "manifest_get" else 9
+                lines.append(f"- {title}, row {number} load generator: `{r['tool']}`; "
                              f"{r.get('requests')} requests, {r.get('non_2xx')} non-2xx, "
                              f"{r.get('socket_errors')} socket errors.")
+            if "skipped" in r and str(r["skipped"]).startswith("n/a"):
+                lines.append(f"- {title}, {row}: {r['skipped']}")
             if row == "tags_list" and "pages" in r and not r.get("server_honors_n", True):
                 lines.append(f"- {title}: `tags/list?n={r['page_size']}` ignored `n` and "
                              f"returned all tags in {r['pages']} page(s).")
@@ -432,9 +514,11 @@ def first_line(s: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
-    ap.add_argument("--only", help="rows to run (numbers 1-8 or names, comma-separated)")
+    ap.add_argument("--only", help="rows to run (numbers 1-10 or names, comma-separated)")
     ap.add_argument("--cargohold-url", help="use an already-running Cargohold")
     ap.add_argument("--cargohold-pid", type=int, help="its PID (memory row)")
+    ap.add_argument("--cargohold-aws-credentials", type=Path, metavar="FILE",
+                    help="with --cargohold-url: an AWS credentials file for rows 9-10")
     ap.add_argument("--reference-url", help="use an already-running reference registry")
     ap.add_argument("--reference-pid", type=int, help="its PID (memory row)")
     ap.add_argument("--skip", choices=["cargohold", "reference"], action="append", default=[],
@@ -454,16 +538,17 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(), "registries": {},
     }
     plan = [
-        ("reference", reference_server, args.reference_url, args.reference_pid),
-        ("cargohold", cargohold_server, args.cargohold_url, args.cargohold_pid),
+        ("reference", reference_server, args.reference_url, args.reference_pid, None, None),
+        ("cargohold", cargohold_server, args.cargohold_url, args.cargohold_pid,
+         args.cargohold_aws_credentials, functools.partial(cargohold_server, secure=True)),
     ]
-    for name, make, url, pid in plan:
+    for name, make, url, pid, credentials, make_secure in plan:
         if name in args.skip:
             results["registries"][name] = {"status": "not run", "reason": "--skip " + name}
             continue
         log(f"=== {name}")
         results["registries"][name] = bench_one(name, make, url, pid, args.quick, args.only,
-                                                args.keep)
+                                                args.keep, credentials, make_secure)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out_dir / "RESULTS.md").write_text(render(results))

@@ -2,6 +2,7 @@
 """Throughput / latency / memory benchmark for any OCI distribution registry.
 
     python bench/registry_bench.py --url http://127.0.0.1:5000 [--pid PID] [--only ROWS] [--quick]
+                                   [--user U:P | --aws-credentials FILE]
 
 Prints one JSON object on stdout; progress goes to stderr. Rows (names or numbers for --only):
 
@@ -13,10 +14,18 @@ Prints one JSON object on stdout; progress goes to stderr. Rows (names or number
     6 manifest_get      manifest GET by tag at 64 connections (wrk, else aiohttp), requests/s
     7 tags_list         one manifest tagged N times; full and paginated (n=1000) tag listing, ms
     8 memory            server RSS (process tree) while a 1 GiB blob is pushed then pulled, MiB
+    9 manifest_get_bearer  row 6 with a Bearer token from the registry's token endpoint, req/s
+   10 describe_images   ECR DescribeImages over a repository of 10,000 images (boto3), ms
+
+Rows 9 and 10 need credentials (--user, or --aws-credentials: an AWS shared-credentials file whose
+key signs ECR API requests and, as Basic auth, every /v2 request). Row 9 applies to registries
+with Docker token authentication, row 10 to registries that serve the ECR API (POST / with
+SigV4); elsewhere they report "n/a".
 
 MB is 10**6 bytes. Blob content is pseudo-random and generated in pieces from one shared 8 MiB
 buffer: no blob is ever held whole in memory, and every blob is distinct (its digest is computed
-in a first, untimed pass). Only the standard library is used, plus aiohttp for the row 6 fallback.
+in a first, untimed pass). Only the standard library is used, plus aiohttp for the row 6 fallback
+and boto3 for row 10.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import configparser
 import hashlib
 import http.client
 import json
@@ -68,6 +78,8 @@ ROWS = [
     "manifest_get",
     "tags_list",
     "memory",
+    "manifest_get_bearer",
+    "describe_images",
 ]
 
 
@@ -90,6 +102,10 @@ class Sizes:
     tag_concurrency: int
     list_reps: int
     memory_blob: int
+    ecr_images: int
+    ecr_page: int
+    ecr_push_concurrency: int
+    ecr_reps: int
 
 
 FULL = Sizes(
@@ -97,12 +113,14 @@ FULL = Sizes(
     concurrent_reps=3, small_blobs=1000, small_min=1 * KiB, small_max=4 * KiB,
     small_concurrency=4, manifest_connections=64, manifest_seconds=10, tags=5000,
     tag_page=1000, tag_concurrency=4, list_reps=5, memory_blob=1 * GiB,
+    ecr_images=10_000, ecr_page=1000, ecr_push_concurrency=8, ecr_reps=3,
 )
 QUICK = Sizes(
     big_blob=16 * MiB, chunk=8 * MiB, push_reps=1, pull_reps=2, concurrent_pulls=8,
     concurrent_reps=1, small_blobs=100, small_min=1 * KiB, small_max=4 * KiB,
     small_concurrency=4, manifest_connections=64, manifest_seconds=2, tags=200,
     tag_page=50, tag_concurrency=4, list_reps=2, memory_blob=64 * MiB,
+    ecr_images=500, ecr_page=100, ecr_push_concurrency=4, ecr_reps=2,
 )
 
 
@@ -535,8 +553,11 @@ class RssSampler(threading.Thread):
 
 class Bench:
     def __init__(self, url: str, sizes: Sizes, pid: int | None, auth: str | None,
-                 load_tool: str = "auto") -> None:
+                 load_tool: str = "auto", aws: tuple[str, str] | None = None,
+                 region: str = "us-east-1") -> None:
         self.reg = Registry(url, auth)
+        self.aws = aws
+        self.region = region
         self.load_tool = load_tool
         self.sizes = sizes
         self.pid = pid
@@ -673,7 +694,6 @@ class Bench:
 
     # 6
     def manifest_get(self) -> dict[str, Any]:
-        s = self.sizes
         repo = self.repo("manifest_get")
         c = self.reg.conn()
         manifest, _ = self.reg.push_image(c, repo, "latest")
@@ -681,28 +701,184 @@ class Bench:
         r = expect(c.request("GET", target, {"Accept": OCI_MANIFEST}), (200,), "GET manifest")
         if r.body != manifest:
             raise BenchError("manifest GET returned different bytes")
-        url = self.reg.url + target
+        out = self._manifest_load(self.reg.url + target, self.reg.auth)
+        out.update(manifest_bytes=len(manifest),
+                   auth="Basic" if self.reg.auth else "none")
+        return out
+
+    def _manifest_load(self, url: str, auth: str | None) -> dict[str, Any]:
+        s = self.sizes
         wrk = shutil.which("wrk") if self.load_tool in ("auto", "wrk") else None
         if self.load_tool == "wrk" and not wrk:
             raise BenchError("--load-tool wrk but wrk is not installed")
         if wrk:
-            out = self._wrk(wrk, url, s.manifest_connections, s.manifest_seconds)
+            out = self._wrk(wrk, url, s.manifest_connections, s.manifest_seconds, auth)
         else:
             log("using the aiohttp load generator" + ("" if self.load_tool == "aiohttp"
                                                        else " (wrk not installed)"))
             out = asyncio.run(self._aiohttp_load(url, s.manifest_connections,
-                                                 s.manifest_seconds))
+                                                 s.manifest_seconds, auth))
         out.update(unit="requests/s", connections=s.manifest_connections,
-                   seconds=s.manifest_seconds, manifest_bytes=len(manifest))
+                   seconds=s.manifest_seconds)
         return out
 
-    def _wrk(self, wrk: str, url: str, conns: int, seconds: int) -> dict[str, Any]:
+    # 9
+    def manifest_get_bearer(self) -> dict[str, Any]:
+        """Row 6 with `Authorization: Bearer <token>`: the token comes from the realm of the
+        registry's challenge, requested with the Basic credentials for `repository:R:pull`."""
+        if not self.reg.auth:
+            return {"skipped": "n/a: needs credentials (--user or --aws-credentials)"}
+        probe = Conn(self.reg.url)
+        r = probe.request("GET", "/v2/")
+        challenge = r.header("WWW-Authenticate") or ""
+        if r.status != 401 or not challenge.lower().startswith("bearer "):
+            return {"skipped": f"n/a: GET /v2/ without credentials answered {r.status} with no "
+                               "Bearer challenge (no token authentication)"}
+        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        realm = params.get("realm")
+        if not realm:
+            raise BenchError(f"Bearer challenge without realm: {challenge!r}")
+        repo = self.repo("manifest_get_bearer")
+        c = self.reg.conn()
+        manifest, _ = self.reg.push_image(c, repo, "latest")
+        query = {"scope": f"repository:{repo}:pull"}
+        if params.get("service"):
+            query["service"] = params["service"]
+        token_conn = Conn(realm, auth=self.reg.auth)
+        t0 = time.perf_counter()
+        r = expect(token_conn.request("GET", with_query(realm, **query)), (200,), "GET token")
+        token_ms = (time.perf_counter() - t0) * 1000
+        body = json.loads(r.body)
+        token = body.get("token") or body.get("access_token")
+        if not token:
+            raise BenchError(f"token endpoint answered without a token: {r.body[:200]!r}")
+        bearer = f"Bearer {token}"
+        target = f"/v2/{repo}/manifests/latest"
+        check = Conn(self.reg.url, auth=bearer)
+        r = expect(check.request("GET", target, {"Accept": OCI_MANIFEST}), (200,),
+                   "GET manifest with the Bearer token")
+        if r.body != manifest:
+            raise BenchError("manifest GET returned different bytes")
+        out = self._manifest_load(self.reg.url + target, bearer)
+        out.update(manifest_bytes=len(manifest), auth="Bearer",
+                   token_request_ms=rnd(token_ms, 2), token_expires_in=body.get("expires_in"))
+        return out
+
+    # 10
+    def describe_images(self) -> dict[str, Any]:
+        """ECR DescribeImages over one repository of `ecr_images` images: every page with
+        maxResults=`ecr_page` (boto3), one first page, and the last page (via its token)."""
+        if self.aws is None:
+            return {"skipped": "n/a: needs --aws-credentials (a key for the ECR API)"}
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError as exc:
+            return {"skipped": f"n/a: boto3 is not installed ({exc})"}
+        s = self.sizes
+        client = boto3.client(
+            "ecr", endpoint_url=self.reg.url, region_name=self.region,
+            aws_access_key_id=self.aws[0], aws_secret_access_key=self.aws[1],
+            config=Config(retries={"max_attempts": 1, "mode": "standard"},
+                          connect_timeout=10, read_timeout=HTTP_TIMEOUT))
+        try:
+            client.describe_registry()
+        except Exception as exc:  # any registry without the ECR API
+            return {"skipped": f"n/a: no ECR API at POST / ({type(exc).__name__}: "
+                               f"{str(exc)[:200]})"}
+        repo = self.repo("describe_images")
+        client.create_repository(repositoryName=repo)
+        c = self.reg.conn()
+        config = json.dumps({"architecture": "amd64", "os": "linux",
+                             "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+        cfg_digest = self.reg.push_bytes(c, repo, config)
+        n = s.ecr_images
+        workers = s.ecr_push_concurrency
+        conns = [self.reg.conn() for _ in range(workers)]
+
+        def manifest(i: int) -> bytes:
+            return json.dumps({
+                "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "digest": cfg_digest, "size": len(config)},
+                "layers": [], "annotations": {"bench.image": str(i)},
+            }, separators=(",", ":")).encode()
+
+        def pusher(idx: int) -> int:
+            for i in range(idx, n, workers):
+                self.reg.put_manifest(conns[idx], repo, f"i{i:05d}", manifest(i))
+            return len(range(idx, n, workers))
+
+        log(f"pushing {n} manifests (one shared config blob) over {workers} connections")
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pushed = sum(pool.map(pusher, range(workers), timeout=3600))
+        push_s = time.perf_counter() - t0
+
+        walk_ms: list[float] = []
+        pages = 0
+        last_token: str | None = None
+        for rep in range(s.ecr_reps):
+            log(f"DescribeImages: every page, maxResults={s.ecr_page} ({rep + 1}/{s.ecr_reps})")
+            seen: set[str] = set()
+            count = 0
+            pages = 0
+            token: str | None = None
+            t0 = time.perf_counter()
+            for _ in range(n // s.ecr_page + 5):
+                kwargs: dict[str, Any] = {"repositoryName": repo, "maxResults": s.ecr_page}
+                if token:
+                    kwargs["nextToken"] = token
+                    last_token = token
+                page = client.describe_images(**kwargs)
+                pages += 1
+                details = page["imageDetails"]
+                count += len(details)
+                seen.update(d["imageDigest"] for d in details)
+                token = page.get("nextToken")
+                if not token:
+                    break
+            else:
+                raise BenchError("DescribeImages pagination did not end")
+            walk_ms.append((time.perf_counter() - t0) * 1000)
+            if count != n or len(seen) != n:
+                raise BenchError(f"DescribeImages returned {count} images ({len(seen)} "
+                                 f"distinct), expected {n}")
+
+        def one_page(token: str | None) -> float:
+            kwargs: dict[str, Any] = {"repositoryName": repo, "maxResults": s.ecr_page}
+            if token:
+                kwargs["nextToken"] = token
+            t0 = time.perf_counter()
+            page = client.describe_images(**kwargs)
+            elapsed = (time.perf_counter() - t0) * 1000
+            if not page["imageDetails"]:
+                raise BenchError("an empty DescribeImages page")
+            return elapsed
+
+        reps = max(3, s.ecr_reps * 2)
+        first_ms = [one_page(None) for _ in range(reps)]
+        last_ms = [one_page(last_token) for _ in range(reps)] if last_token else []
+        return {
+            "unit": "ms", "images": pushed, "page_size": s.ecr_page, "pages": pages,
+            "all_pages_ms": rnd(statistics.median(walk_ms), 1),
+            "all_pages_samples": [rnd(x, 1) for x in walk_ms],
+            "images_per_s": rnd(n / (statistics.median(walk_ms) / 1000)),
+            "first_page_ms": rnd(statistics.median(first_ms), 2),
+            "first_page_samples": [rnd(x, 2) for x in first_ms],
+            "last_page_ms": rnd(statistics.median(last_ms), 2) if last_ms else None,
+            "last_page_samples": [rnd(x, 2) for x in last_ms],
+            "push_per_s": rnd(pushed / push_s), "push_connections": workers,
+            "client": "boto3 describe_images (SigV4, JSON parsing included)",
+        }
+
+    def _wrk(self, wrk: str, url: str, conns: int, seconds: int,
+             auth: str | None) -> dict[str, Any]:
         # wrk shares the machine with the server: give it a quarter of the CPUs (>= 1 thread;
         # one wrk thread alone sustains tens of thousands of requests/s).
         threads = max(1, min((os.cpu_count() or 1) // 4, conns))
         headers = ["-H", f"Accept: {OCI_MANIFEST}"]
-        if self.reg.auth:
-            headers += ["-H", f"Authorization: {self.reg.auth}"]
+        if auth:
+            headers += ["-H", f"Authorization: {auth}"]
         base = [wrk, "-t", str(threads), "-c", str(conns), "--timeout", "10s", *headers]
         log("wrk warm-up (2 s)")
         subprocess.run([*base, "-d", "2s", url], capture_output=True, timeout=60, check=False)
@@ -732,12 +908,13 @@ class Bench:
             out["warning"] = f"{non2xx_n} non-2xx responses were counted in requests/s"
         return out
 
-    async def _aiohttp_load(self, url: str, conns: int, seconds: int) -> dict[str, Any]:
+    async def _aiohttp_load(self, url: str, conns: int, seconds: int,
+                            auth: str | None) -> dict[str, Any]:
         import aiohttp
 
         headers = {"Accept": OCI_MANIFEST}
-        if self.reg.auth:
-            headers["Authorization"] = self.reg.auth
+        if auth:
+            headers["Authorization"] = auth
         counts = {"ok": 0, "bad": 0, "errors": 0}
         lat: list[float] = []
         timeout = aiohttp.ClientTimeout(total=10)
@@ -919,27 +1096,47 @@ def parse_only(spec: str | None) -> list[str]:
         elif item in ROWS:
             name = item
         else:
-            raise SystemExit(f"unknown row {item!r}; rows: 1-8 or {', '.join(ROWS)}")
+            raise SystemExit(f"unknown row {item!r}; rows: 1-{len(ROWS)} or {', '.join(ROWS)}")
         if name not in out:
             out.append(name)
     return sorted(out, key=ROWS.index)
+
+
+def read_aws_credentials(path: str) -> tuple[str, str]:
+    """(access key id, secret) of the [default] profile of an AWS shared-credentials file."""
+    parser = configparser.ConfigParser()
+    if not parser.read(path):
+        raise SystemExit(f"cannot read {path}")
+    try:
+        section = parser["default"]
+        return section["aws_access_key_id"].strip(), section["aws_secret_access_key"].strip()
+    except KeyError as exc:
+        raise SystemExit(f"{path}: no [default] aws_access_key_id/aws_secret_access_key "
+                         f"({exc})") from None
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--url", required=True, help="registry base URL, e.g. http://127.0.0.1:5000")
     ap.add_argument("--pid", type=int, help="server PID (local), for the memory row")
-    ap.add_argument("--only", help="comma-separated rows (numbers 1-8 or names)")
+    ap.add_argument("--only", help=f"comma-separated rows (numbers 1-{len(ROWS)} or names)")
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     ap.add_argument("--user", help="basic-auth user:password (optional)")
+    ap.add_argument("--aws-credentials", metavar="FILE",
+                    help="AWS shared-credentials file ([default] profile): its key signs the "
+                         "ECR API requests of row 10 and, unless --user is given, is the "
+                         "Basic auth of every /v2 request")
+    ap.add_argument("--region", default="us-east-1", help="region for SigV4 (row 10)")
     ap.add_argument("--load-tool", choices=["auto", "wrk", "aiohttp"], default="auto",
                     help="row 6 load generator (auto: wrk if installed, else aiohttp)")
     args = ap.parse_args(argv)
 
     sizes = QUICK if args.quick else FULL
-    auth = ("Basic " + base64.b64encode(args.user.encode()).decode()) if args.user else None
+    aws = read_aws_credentials(args.aws_credentials) if args.aws_credentials else None
+    user = args.user or (f"{aws[0]}:{aws[1]}" if aws else None)
+    auth = ("Basic " + base64.b64encode(user.encode()).decode()) if user else None
     rows = parse_only(args.only)
-    bench = Bench(args.url, sizes, args.pid, auth, args.load_tool)
+    bench = Bench(args.url, sizes, args.pid, auth, args.load_tool, aws, args.region)
     c = bench.reg.conn()
     try:
         r = c.request("GET", "/v2/")
@@ -947,7 +1144,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot reach {args.url}: {exc}", file=sys.stderr)
         return 2
     if r.status != 200:
-        print(f"GET /v2/ answered {r.status}; anonymous access is required", file=sys.stderr)
+        print(f"GET /v2/ answered {r.status}; anonymous access (or working --user / "
+              "--aws-credentials) is required", file=sys.stderr)
         return 2
     result: dict[str, Any] = {
         "url": args.url, "pid": args.pid, "quick": args.quick, "run_id": bench.run_id,
