@@ -20,6 +20,13 @@ from cargohold.wire.names import TAG_PATTERN
 PULL_RECORD_INTERVAL = 60.0  # seconds between recorded pulls of one image, per worker
 
 
+def image_ids(record: ImageRecord) -> list[dict[str, str]]:
+    """ListImages' view: one identifier per tag, or the digest alone when untagged."""
+    if not record.tags:
+        return [{"imageDigest": record.digest}]
+    return [{"imageDigest": record.digest, "imageTag": tag} for tag in record.tags]
+
+
 @dataclass(frozen=True, slots=True)
 class Failure:
     image_id: dict[str, str]
@@ -59,14 +66,34 @@ class ImageService:
 
     async def page(self, repository: str, token: str | None, limit: int, tag_status: str,
                    artifact_type: str | None = None) -> tuple[list[ImageRecord], str | None]:
-        after = decode_token(token) or 0
-        if not isinstance(after, int):
-            raise EcrError("InvalidParameterException", "invalid nextToken")
-        records = await self._call(self.store.page, repository, after_id=after, limit=limit + 1,
+        after = decode_token(token, int)
+        records = await self._call(self.store.page, repository,
+                                   after_id=after[0] if after else 0, limit=limit + 1,
                                    tag_status=tag_status, artifact_type=artifact_type)
         if len(records) > limit:
-            return records[:limit], encode_token(records[limit - 1].id)
+            return records[:limit], encode_token([records[limit - 1].id])
         return records, None
+
+    async def list_ids(self, repository: str, token: str | None, limit: int,
+                       tag_status: str) -> tuple[list[dict[str, str]], str | None]:
+        """ListImages: up to `limit` image ids (one per tag), resuming inside an image's tags."""
+        after = decode_token(token, int, str)
+        after_id, after_tag = (after[0], after[1]) if after else (0, None)
+        start = after_id - 1 if after_tag is not None else after_id
+        # limit + 2: the first image may be one whose tags the last page already listed.
+        records = await self._call(self.store.page, repository, after_id=max(start, 0),
+                                   limit=limit + 2, tag_status=tag_status)
+        entries: list[tuple[int, dict[str, str]]] = []
+        for record in records:
+            for image_id in image_ids(record):
+                if record.id == after_id and after_tag is not None and (
+                        image_id.get("imageTag", "") <= after_tag):
+                    continue
+                entries.append((record.id, image_id))
+        if len(entries) > limit:
+            last_id, last = entries[limit - 1]
+            return [e for _, e in entries[:limit]], encode_token([last_id, last.get("imageTag")])
+        return [e for _, e in entries], None
 
     async def find(self, repository: str, image_id: dict[str, str]) -> ImageRecord | Failure:
         digest, tag = image_id.get("imageDigest"), image_id.get("imageTag")

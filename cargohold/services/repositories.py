@@ -27,13 +27,24 @@ def encode_token(value: object) -> str:
     return base64.urlsafe_b64encode(json.dumps(value).encode()).decode()
 
 
-def decode_token(token: str | None) -> Any:
+MAX_ID = 2**62
+
+
+def decode_token(token: str | None, *shape: type) -> Any:
+    """A nextToken's value, which must be a list of the given types (ints within range);
+    None without a token. Anything else a client sends back is refused, not trusted."""
     if not token:
         return None
     try:
-        return json.loads(base64.urlsafe_b64decode(token.encode()))
+        value = json.loads(base64.urlsafe_b64decode(token.encode()))
     except (ValueError, RecursionError):
         raise invalid_parameter("invalid nextToken") from None
+    if not isinstance(value, list) or len(value) != len(shape) or not all(
+            (isinstance(item, kind) and not isinstance(item, bool)) or item is None
+            for item, kind in zip(value, shape, strict=True)) or any(
+            isinstance(item, int) and not 0 <= item < MAX_ID for item in value):
+        raise invalid_parameter("invalid nextToken")
+    return value
 
 
 class RepositoryService:
@@ -57,10 +68,10 @@ class RepositoryService:
 
     async def page(self, token: str | None, limit: int) -> tuple[list[RepositoryRecord],
                                                                  str | None]:
-        after = decode_token(token)
-        records = await self.storage.db(self.store.list, after, limit + 1)
+        after = decode_token(token, str)
+        records = await self.storage.db(self.store.list, after[0] if after else None, limit + 1)
         if len(records) > limit:
-            return records[:limit], encode_token(records[limit - 1].name)
+            return records[:limit], encode_token([records[limit - 1].name])
         return records, None
 
     async def delete(self, name: str, force: bool) -> RepositoryRecord:

@@ -102,6 +102,7 @@ class UploadRecord:
     algorithm: str
     size: int
     last_chunk_size: int
+    undersized_part: bool
     created_at: int
 
 
@@ -223,7 +224,8 @@ class MetadataStore:
     def get_upload(self, repository: str, upload_id: str) -> UploadRecord | None:
         query = (
             select(upload_sessions.c.id, upload_sessions.c.algorithm, upload_sessions.c.size,
-                   upload_sessions.c.last_chunk_size, upload_sessions.c.created_at)
+                   upload_sessions.c.last_chunk_size, upload_sessions.c.undersized_part,
+                   upload_sessions.c.created_at)
             .join(repositories, repositories.c.id == upload_sessions.c.repository_id)
             .where(upload_sessions.c.id == upload_id, repositories.c.name == repository)
         )
@@ -232,7 +234,7 @@ class MetadataStore:
         if row is None:
             return None
         return UploadRecord(row.id, repository, row.algorithm, row.size, row.last_chunk_size,
-                            row.created_at)
+                            bool(row.undersized_part), row.created_at)
 
     def record_upload_size(self, upload_id: str, old_size: int, new_size: int) -> bool:
         """Acknowledge a chunk: move the session from old_size to new_size, if still there."""
@@ -241,6 +243,12 @@ class MetadataStore:
                 upload_sessions.c.id == upload_id, upload_sessions.c.size == old_size,
             ).values(size=new_size, last_chunk_size=new_size - old_size, updated_at=now_us()))
             return result.rowcount > 0
+
+    def mark_undersized_part(self, upload_id: str) -> None:
+        """Remember that a part other than the last was below ECR's minimum part size."""
+        with self._write() as conn:
+            conn.execute(update(upload_sessions).where(upload_sessions.c.id == upload_id)
+                         .values(undersized_part=True))
 
     def complete_upload(self, repository: str, upload_id: str, digest: str, size: int) -> bool:
         """Close a session and link its blob in one transaction; False if the session is gone."""

@@ -126,6 +126,7 @@ upload_sessions = Table(
     Column("size", BigInteger, nullable=False),
     # ECR's UploadLayerPart needs every part but the last to be at least 5 MiB.
     Column("last_chunk_size", BigInteger, nullable=False, server_default="0"),
+    Column("undersized_part", Boolean, nullable=False, server_default=false()),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
 )

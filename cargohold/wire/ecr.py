@@ -71,22 +71,35 @@ def _pattern(pattern: str) -> re.Pattern[str]:
 
 
 def _check_patterns(shape: Shape, value: Any, where: str, problems: list[str]) -> None:
+    """The constraints botocore's client-side validator leaves out: patterns, enums, maxima."""
+    maximum = shape.metadata.get("max")
     if shape.type_name == "structure" and isinstance(value, dict):
         for name, member in shape.members.items():  # type: ignore[attr-defined]
             if name in value:
                 _check_patterns(member, value[name], f"{where}.{name}", problems)
     elif shape.type_name == "list" and isinstance(value, list):
+        if maximum is not None and len(value) > maximum:
+            problems.append(f"{where}: at most {maximum} items, not {len(value)}")
         for index, item in enumerate(value):
             _check_patterns(shape.member, item, f"{where}[{index}]", problems)  # type: ignore[attr-defined]
     elif shape.type_name == "map" and isinstance(value, dict):
+        if maximum is not None and len(value) > maximum:
+            problems.append(f"{where}: at most {maximum} entries, not {len(value)}")
         for key, item in value.items():
             _check_patterns(shape.key, key, f"{where} key", problems)  # type: ignore[attr-defined]
             _check_patterns(shape.value, item, f"{where}[{key}]", problems)  # type: ignore[attr-defined]
     elif shape.type_name == "string" and isinstance(value, str):
+        if maximum is not None and len(value) > maximum:
+            problems.append(f"{where}: at most {maximum} characters, not {len(value)}")
         enum = shape.enum
         if enum and value not in enum:
             problems.append(f"{where}: {value!r} is not one of {', '.join(enum)}")
         pattern = shape.metadata.get("pattern")
         if pattern and not _pattern(pattern).fullmatch(value):
             problems.append(f"{where}: {value!r} does not match {pattern}")
-
+    elif shape.type_name in ("integer", "long") and isinstance(value, int):
+        if maximum is not None and value > maximum:
+            problems.append(f"{where}: at most {maximum}, not {value}")
+    elif (shape.type_name == "blob" and isinstance(value, str) and maximum is not None
+          and len(value) * 3 // 4 > maximum + 2):  # base64: four characters carry three bytes
+        problems.append(f"{where}: at most {maximum} bytes")

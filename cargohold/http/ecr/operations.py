@@ -10,7 +10,6 @@ from cargohold.http.ecr.protocol import Call, OperationSpec
 from cargohold.http.ecr.shapes import (
     exclusion_filters,
     image_detail,
-    image_ids,
     repository_arn,
     repository_shape,
 )
@@ -31,6 +30,7 @@ from cargohold.storage.repositories import RepositorySettings
 from cargohold.wire.digest import parse_digest
 from cargohold.wire.ecr import EcrError, invalid_parameter
 from cargohold.wire.errors import ErrorCode, RegistryError
+from cargohold.wire.names import MAX_NAME_LENGTH
 
 PART_SIZE = 10 * 1024 * 1024
 MIN_PART_SIZE = 5 * 1024 * 1024
@@ -57,6 +57,9 @@ def _ids(call: Call, name: str) -> dict[str, Any]:
 # -- repositories ------------------------------------------------------------------------------
 
 async def create_repository(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    if len(params["repositoryName"]) > MAX_NAME_LENGTH:
+        # ECR allows 256; the distribution spec keeps names under 256 for /v2 to serve them.
+        raise invalid_parameter(f"repositoryName must be at most {MAX_NAME_LENGTH} characters")
     exclusions = [f["filter"] for f in params.get("imageTagMutabilityExclusionFilters", [])]
     mutability = params.get("imageTagMutability", "MUTABLE")
     if exclusions and not mutability.endswith("_WITH_EXCLUSION"):
@@ -196,10 +199,10 @@ async def describe_images(call: Call, params: dict[str, Any]) -> dict[str, Any]:
 
 async def list_images(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     name = params["repositoryName"]
-    records, token = await _images(call).page(name, params.get("nextToken"),
+    ids, token = await _images(call).list_ids(name, params.get("nextToken"),
                                               params.get("maxResults", DEFAULT_PAGE),
                                               _tag_status(params))
-    result: dict[str, Any] = {"imageIds": [i for r in records for i in image_ids(r)]}
+    result: dict[str, Any] = {"imageIds": ids}
     if token:
         result["nextToken"] = token
     return result
@@ -263,12 +266,15 @@ async def upload_layer_part(call: Call, params: dict[str, Any]) -> dict[str, Any
         raise EcrError("InvalidLayerPartException",
                        f"part bytes {first}-{last} do not match the {len(part)} bytes sent")
     uploads = call.request.app[UPLOADS_KEY]
+    storage = call.request.app[STORAGE_KEY]
     try:
         session = await uploads.session(name, upload_id)
+        if first != session.size:
+            raise EcrError("InvalidLayerPartException",
+                           f"the next part must start at byte {session.size}, not {first}")
         if first > 0 and session.last_chunk_size < MIN_PART_SIZE:
-            raise EcrError("LayerPartTooSmallException",
-                           f"Layer parts must be at least {MIN_PART_SIZE} bytes, except the "
-                           "last one")
+            # The previous part was not the last one after all; CompleteLayerUpload refuses.
+            await storage.db(storage.metadata.mark_undersized_part, upload_id)
         state = await uploads.append(name, upload_id, _single(part), ChunkRange(first, last),
                                      len(part))
     except RegistryError as exc:
@@ -295,6 +301,10 @@ async def complete_layer_upload(call: Call, params: dict[str, Any]) -> dict[str,
         session = await uploads.session(name, upload_id)
         if session.size == 0:
             raise EcrError("EmptyUploadException", f"The upload with id '{upload_id}' is empty")
+        if session.undersized_part:
+            raise EcrError("LayerPartTooSmallException",
+                           f"Layer parts must be at least {MIN_PART_SIZE} bytes, except the "
+                           "last one")
         storage = call.request.app[STORAGE_KEY]
         if await storage.db(storage.metadata.blob_size, name, digest) is not None:
             await uploads.cancel(name, upload_id, missing_ok=True)
@@ -358,22 +368,26 @@ async def get_authorization_token(call: Call, params: dict[str, Any]) -> dict[st
                                    "proxyEndpoint": call.base_url}]}
 
 
-def _named(params: dict[str, Any]) -> str | None:
-    return params.get("repositoryName")
+def _named(params: dict[str, Any]) -> list[str] | None:
+    return [params["repositoryName"]]
 
 
-def _by_arn(params: dict[str, Any]) -> str | None:
-    arn = params.get("resourceArn")
-    return _repository_of_arn(None, arn) if isinstance(arn, str) else None
+def _by_arn(params: dict[str, Any]) -> list[str] | None:
+    return [_repository_of_arn(None, params["resourceArn"])]
 
 
-def _registry(params: dict[str, Any]) -> str | None:
+def _registry(params: dict[str, Any]) -> list[str] | None:
     return None
+
+
+def _listed(params: dict[str, Any]) -> list[str] | None:
+    # Listing them all needs the action on every repository: the resource `repository/*`.
+    return list(params.get("repositoryNames") or ["*"])
 
 
 OPERATIONS: dict[str, OperationSpec] = {
     "CreateRepository": OperationSpec(create_repository, _named),
-    "DescribeRepositories": OperationSpec(describe_repositories, _registry),
+    "DescribeRepositories": OperationSpec(describe_repositories, _listed),
     "DeleteRepository": OperationSpec(delete_repository, _named),
     "PutImageTagMutability": OperationSpec(put_image_tag_mutability, _named),
     "PutImageScanningConfiguration": OperationSpec(put_image_scanning_configuration, _named),

@@ -58,14 +58,15 @@ class Call:
 
 
 Operation = Callable[[Call, dict[str, Any]], Awaitable[dict[str, Any]]]
-# Which request member names the repository an operation acts on (for authorisation).
-RepositoryOf = Callable[[dict[str, Any]], str | None]
+# The repositories an operation acts on, each authorised on its own ARN ("*" stands for all of
+# them: `repository/*`). None: a registry-wide action, authorised on the resource "*".
+RepositoriesOf = Callable[[dict[str, Any]], list[str] | None]
 
 
 @dataclass(frozen=True, slots=True)
 class OperationSpec:
     handler: Operation
-    repository: RepositoryOf
+    repositories: RepositoriesOf
 
 
 def _response(status: int, body: dict[str, Any], request_id: str) -> web.Response:
@@ -123,14 +124,20 @@ def make_endpoint(operations: dict[str, OperationSpec]) -> Callable[[web.Request
                 raise EcrError("InvalidParameterException",
                                f"registry {params['registryId']} is not this registry "
                                f"({registry_id})")
-            repository = spec.repository(params)
-            request["repository"] = repository
-            if not await storage.db(authorizer.is_allowed, principal, f"ecr:{name}", repository):
-                raise EcrError("AccessDeniedException",
-                               f"User: {identity.user_arn(principal.name or '')} is not "
-                               f"authorized to perform: ecr:{name} on resource: "
-                               f"{authorizer.repository_arn(repository) if repository else '*'}",
-                               400)
+            if name == "GetAuthorizationToken" and any(
+                    other != registry_id for other in params.get("registryIds", [])):
+                raise EcrError("InvalidParameterException",
+                               f"registryIds may only name this registry ({registry_id})")
+            targets = spec.repositories(params)
+            request["repository"] = targets[0] if targets else None
+            for target in targets if targets is not None else [None]:
+                if not await storage.db(authorizer.is_allowed, principal, f"ecr:{name}",
+                                        target):
+                    resource = authorizer.repository_arn(target) if target else "*"
+                    raise EcrError("AccessDeniedException",
+                                   f"User: {identity.user_arn(principal.name or '')} is not "
+                                   f"authorized to perform: ecr:{name} on resource: {resource}",
+                                   400)
             call = Call(request, principal, key_id, registry_id, authorizer.region)
             result = await spec.handler(call, params)
         except EcrError as exc:

@@ -56,9 +56,3 @@ def image_detail(record: ImageRecord, *, registry_id: str, repository: str) -> d
         detail["subjectManifestDigest"] = record.subject_digest
     return detail
 
-
-def image_ids(record: ImageRecord) -> list[dict[str, str]]:
-    """ListImages' view: one identifier per tag, or the digest alone when untagged."""
-    if not record.tags:
-        return [{"imageDigest": record.digest}]
-    return [{"imageDigest": record.digest, "imageTag": tag} for tag in record.tags]

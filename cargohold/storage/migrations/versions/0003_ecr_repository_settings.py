@@ -41,6 +41,9 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("last_chunk_size", sa.BigInteger(), server_default="0", nullable=False)
         )
+        batch_op.add_column(
+            sa.Column("undersized_part", sa.Boolean(), server_default=sa.false(), nullable=False)
+        )
 
     with op.batch_alter_table("repositories", schema=None) as batch_op:
         batch_op.add_column(
@@ -79,6 +82,7 @@ def downgrade() -> None:
         batch_op.drop_column("image_size")
 
     with op.batch_alter_table("upload_sessions", schema=None) as batch_op:
+        batch_op.drop_column("undersized_part")
         batch_op.drop_column("last_chunk_size")
 
     op.drop_table("repository_resource_tags")
