@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     service_name: str = Field(default="cargohold", description="Registry token service name.")
     public_url: str | None = Field(
         default=None, description="External base URL (behind a proxy); default: from requests.")
+    upload_session_ttl_hours: float = Field(
+        default=168, gt=0, description="Upload sessions idle this long are purged.")
     access_log: bool = False
     log_level: str = "INFO"
 

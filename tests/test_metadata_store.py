@@ -15,6 +15,7 @@ from cargohold.storage.metadata import (
     MissingReferences,
     NewManifest,
     RepositoryNotFound,
+    now_us,
 )
 
 IN_CI = bool(__import__("os").environ.get("CI"))
@@ -168,3 +169,13 @@ def test_concurrent_pushes_of_one_manifest_and_tag(store: MetadataStore) -> None
     assert errors == []
     assert store.get_manifest("team/app", tag="latest").digest in {M1, M2}
     assert store.list_repositories("race", 3) == ["race/0", "race/1", "race/2"]
+
+
+def test_stale_upload_sessions_are_removed(store: MetadataStore) -> None:
+    old, fresh = "22222222-2222-4222-8222-222222222222", "33333333-3333-4333-8333-333333333333"
+    store.create_upload("team/app", old, "sha256", create=True)
+    cutoff = now_us()
+    store.create_upload("team/app", fresh, "sha256", create=True)
+    assert store.remove_stale_uploads(cutoff) == [old]
+    assert store.get_upload("team/app", old) is None
+    assert store.get_upload("team/app", fresh) is not None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -69,7 +71,12 @@ def create_app(settings: Settings) -> web.Application:
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         audit.start()
         images.pulls.start()
+        purge = asyncio.get_running_loop().create_task(app[UPLOADS_KEY].purge_periodically(
+            settings.upload_session_ttl_hours * 3600, every=3600))
         yield
+        purge.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await purge
         await images.pulls.stop()
         await audit.stop()
         storage.close()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
+import random
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -18,7 +20,7 @@ from cargohold.storage.blobstore import (
     UploadOffsetMismatch,
     UploadWriter,
 )
-from cargohold.storage.metadata import RepositoryNotFound, UploadRecord
+from cargohold.storage.metadata import RepositoryNotFound, UploadRecord, now_us
 from cargohold.wire.digest import ALGORITHMS, Digest, parse_digest
 from cargohold.wire.errors import ErrorCode, RegistryError
 
@@ -173,6 +175,26 @@ class UploadService:
             await self.storage.blobs.delete_upload(upload_id)
         elif not missing_ok:
             raise _unknown_upload(upload_id)
+
+    async def purge_stale(self, max_idle_seconds: float) -> int:
+        """Drop upload sessions idle for longer than the limit, with their scratch data."""
+        idle_since = now_us() - int(max_idle_seconds * 1e6)
+        stale = await self.storage.db(self.storage.metadata.remove_stale_uploads, idle_since)
+        for upload_id in stale:
+            self._hashers.pop(upload_id, None)
+            await self.storage.blobs.delete_upload(upload_id)
+        if stale:
+            log.info("purged %d upload sessions idle for over %.0f h", len(stale),
+                     max_idle_seconds / 3600)
+        return len(stale)
+
+    async def purge_periodically(self, max_idle_seconds: float, every: float) -> None:
+        while True:
+            await asyncio.sleep(every * random.uniform(0.5, 1.5))
+            try:
+                await self.purge_stale(max_idle_seconds)
+            except Exception:
+                log.exception("purging stale upload sessions failed")
 
     async def mount(self, repository: str, digest: str, source: str) -> bool:
         """Link a blob from another repository; False when it cannot be mounted."""

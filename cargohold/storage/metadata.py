@@ -244,6 +244,15 @@ class MetadataStore:
             ).values(size=new_size, last_chunk_size=new_size - old_size, updated_at=now_us()))
             return result.rowcount > 0
 
+    def remove_stale_uploads(self, idle_since: int) -> list[str]:
+        """Forget upload sessions untouched since `idle_since` (µs); returns their ids."""
+        with self._write() as conn:
+            stale = list(conn.execute(select(upload_sessions.c.id).where(
+                upload_sessions.c.updated_at < idle_since)).scalars())
+            if stale:
+                conn.execute(delete(upload_sessions).where(upload_sessions.c.id.in_(stale)))
+        return stale
+
     def mark_undersized_part(self, upload_id: str) -> None:
         """Remember that a part other than the last was below ECR's minimum part size."""
         with self._write() as conn:
