@@ -93,7 +93,7 @@ async def authenticate(request: web.Request) -> Principal:
         principal = identity.verify_token(value.strip())
         valid = identity.cached_validity(principal)
         if valid is None:
-            valid = await storage.db(identity.check_validity, principal)
+            valid = await storage.read(identity.check_validity, principal)
         if not valid:
             raise AuthenticationFailed("the token's access key is no longer active")
         return principal
@@ -156,7 +156,7 @@ async def may(request: web.Request, action: str, repository: str) -> bool:
     if authorizer.open_access or principal.token_access is not None:
         return authorizer.is_allowed(principal, action, repository)
     storage = request.app[STORAGE_KEY]
-    return await storage.db(authorizer.is_allowed, principal, action, repository)
+    return await storage.read(authorizer.is_allowed, principal, action, repository)
 
 
 async def authorize(request: web.Request, action: str, repository: str) -> None:

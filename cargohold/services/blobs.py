@@ -73,7 +73,7 @@ class BlobService:
 
     async def locate(self, repository: str, digest: str) -> tuple[Digest, BlobLocation]:
         parsed = parse_digest(digest)
-        size = await self.storage.db(self.storage.metadata.blob_size, repository, str(parsed))
+        size = await self.storage.read(self.storage.metadata.blob_size, repository, str(parsed))
         if size is None:
             raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(parsed)})
         location = await self.storage.blobs.locate(str(parsed))
@@ -210,7 +210,7 @@ class UploadService:
     async def session(self, repository: str, upload_id: str) -> UploadRecord:
         if not _valid_upload_id(upload_id):
             raise _unknown_upload(upload_id)
-        record = await self.storage.db(self.storage.metadata.get_upload, repository, upload_id)
+        record = await self.storage.read(self.storage.metadata.get_upload, repository, upload_id)
         if record is None:
             raise _unknown_upload(upload_id)
         return record

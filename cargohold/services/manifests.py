@@ -36,11 +36,11 @@ class ManifestService:
     async def get(self, repository: str, reference: str) -> ManifestRecord:
         if is_digest(reference):
             digest = str(parse_digest(reference))
-            record = await self.storage.db(self.storage.metadata.get_manifest, repository,
+            record = await self.storage.read(self.storage.metadata.get_manifest, repository,
                                            digest=digest)
         else:
             # A malformed tag names nothing: 404, as the conformance suite expects.
-            record = None if not TAG_PATTERN.match(reference) else await self.storage.db(
+            record = None if not TAG_PATTERN.match(reference) else await self.storage.read(
                 self.storage.metadata.get_manifest, repository, tag=reference)
         if record is None:
             raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"reference": reference})
@@ -104,7 +104,7 @@ class ManifestService:
             raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"reference": reference})
 
     async def tags(self, repository: str, last: str | None, limit: int | None) -> list[str]:
-        names = await self.storage.db(self.storage.metadata.list_tags, repository, last, limit)
+        names = await self.storage.read(self.storage.metadata.list_tags, repository, last, limit)
         if names is None:
             raise RegistryError(ErrorCode.NAME_UNKNOWN, detail={"name": repository})
         return names
@@ -113,7 +113,7 @@ class ManifestService:
                         artifact_type: str | None) -> dict[str, Any]:
         """The OCI image index of manifests whose `subject` is the given digest."""
         digest = str(parse_digest(subject))
-        records = await self.storage.db(self.storage.metadata.referrers, repository, digest,
+        records = await self.storage.read(self.storage.metadata.referrers, repository, digest,
                                         artifact_type)
         descriptors = []
         for record in records:
