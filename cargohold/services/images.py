@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,16 +130,23 @@ class ImageService:
             found[result.id] = result
         return list(found.values())
 
+    async def _found(self, repository: str, image_ids: list[dict[str, str]],
+                     failures: list[Failure]) -> AsyncIterator[tuple[dict[str, str],
+                                                                     ImageRecord]]:
+        """The images found for a batch request; the rest go to `failures`."""
+        for image_id in image_ids:
+            result = await self.find(repository, image_id)
+            if isinstance(result, Failure):
+                failures.append(result)
+            else:
+                yield image_id, result
+
     async def batch_get(self, repository: str, image_ids: list[dict[str, str]],
                         accepted: list[str] | None) -> tuple[list[dict[str, Any]],
                                                              list[Failure]]:
         images: list[dict[str, Any]] = []
         failures: list[Failure] = []
-        for image_id in image_ids:
-            result = await self.find(repository, image_id)
-            if isinstance(result, Failure):
-                failures.append(result)
-                continue
+        async for image_id, result in self._found(repository, image_ids, failures):
             if accepted and result.media_type not in accepted:
                 failures.append(Failure(image_id, "ImageNotFound",
                                         f"The manifest media type {result.media_type} is not "
@@ -159,11 +167,7 @@ class ImageService:
         its last tag is gone), as ECR does; an image an index lists is kept."""
         deleted: list[dict[str, str]] = []
         failures: list[Failure] = []
-        for image_id in image_ids:
-            result = await self.find(repository, image_id)
-            if isinstance(result, Failure):
-                failures.append(result)
-                continue
+        async for image_id, result in self._found(repository, image_ids, failures):
             tag = image_id.get("imageTag")
             referenced = await self._call(self.store.is_referenced, repository, result.digest)
             if tag and not image_id.get("imageDigest"):
