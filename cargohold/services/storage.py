@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
+
+from sqlalchemy.exc import IntegrityError
 
 from cargohold.config import Settings
 from cargohold.storage.blobstore import BlobStore
@@ -18,6 +21,8 @@ from cargohold.storage.metadata import MetadataStore
 from cargohold.storage.repositories import RepositoryStore
 from cargohold.storage.secrets import ServerKeys
 
+log = logging.getLogger(__name__)
+CONFLICT_RETRIES = 3
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -44,9 +49,23 @@ class Storage:
                    ServerKeys.load(settings.data_dir, settings.secret_key))
 
     async def db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run a store call off the event loop (writes, and anything that may wait)."""
+        """Run a store call off the event loop (writes, and anything that may wait).
+
+        A transaction that lost a race on a constraint (PostgreSQL runs writers concurrently:
+        a repository deleted while a push links a blob into it) was rolled back whole, so it
+        is run again, up to three times, against the state the winner left.
+        """
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        call = functools.partial(fn, *args, **kwargs)
+        for attempt in range(CONFLICT_RETRIES):
+            try:
+                return await loop.run_in_executor(self._executor, call)
+            except IntegrityError:
+                if attempt == CONFLICT_RETRIES - 1:
+                    raise
+                log.info("retrying %s after a conflicting concurrent write",
+                         getattr(fn, "__name__", fn))
+        raise AssertionError("unreachable")
 
     async def read(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a short, indexed read. On SQLite it runs right here: a WAL reader never waits
