@@ -17,8 +17,11 @@ async def _scenario(data_dir: Path) -> None:
     uploads = UploadService(storage)
     try:
         old = await uploads.start("team/app")
+        orphan = data_dir / "blobs" / "uploads" / "44444444-4444-4444-8444-444444444444"
+        orphan.write_bytes(b"left by a crash before its session was recorded")
         await asyncio.sleep(0.05)
-        assert await uploads.purge_stale(max_idle_seconds=0.01) == 1
+        assert await uploads.purge_stale(max_idle_seconds=0.01) == 2
+        assert not orphan.exists()
         fresh = await uploads.start("team/app")
         assert await uploads.purge_stale(max_idle_seconds=3600) == 0
         scratch = {p.name for p in (data_dir / "blobs" / "uploads").iterdir()}

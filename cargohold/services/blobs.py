@@ -180,6 +180,10 @@ class UploadService:
         """Drop upload sessions idle for longer than the limit, with their scratch data."""
         idle_since = now_us() - int(max_idle_seconds * 1e6)
         stale = await self.storage.db(self.storage.metadata.remove_stale_uploads, idle_since)
+        # Scratch data no session owns (a crash between creating it and recording the session).
+        idle = await self.storage.blobs.idle_uploads(idle_since / 1e6)
+        owned = await self.storage.db(self.storage.metadata.known_uploads, idle) | set(stale)
+        stale += [upload_id for upload_id in idle if upload_id not in owned]
         for upload_id in stale:
             self._hashers.pop(upload_id, None)
             await self.storage.blobs.delete_upload(upload_id)

@@ -85,3 +85,6 @@ class BlobStore(Protocol):
 
     async def delete_upload(self, upload_id: str) -> None:
         """Discard an upload's scratch data."""
+
+    async def idle_uploads(self, idle_since: float) -> list[str]:
+        """Ids of scratch data untouched since `idle_since` (epoch seconds)."""

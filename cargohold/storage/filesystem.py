@@ -110,6 +110,16 @@ class FilesystemBlobStore:
         finally:
             os.close(fd)
 
+    async def idle_uploads(self, idle_since: float) -> list[str]:
+        idle = []
+        for entry in os.scandir(self.upload_root):
+            try:
+                if entry.is_file() and entry.stat().st_mtime < idle_since:
+                    idle.append(str(uuid.UUID(entry.name)))
+            except (ValueError, FileNotFoundError):
+                continue  # not an upload (a health probe), or already gone
+        return idle
+
     async def read_upload(self, upload_id: str, start: int, end: int) -> AsyncIterator[bytes]:
         with open(self.upload_path(upload_id), "rb") as handle:
             handle.seek(start)

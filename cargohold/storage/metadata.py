@@ -253,6 +253,13 @@ class MetadataStore:
                 conn.execute(delete(upload_sessions).where(upload_sessions.c.id.in_(stale)))
         return stale
 
+    def known_uploads(self, upload_ids: Sequence[str]) -> set[str]:
+        if not upload_ids:
+            return set()
+        with self._read() as conn:
+            return set(conn.execute(select(upload_sessions.c.id).where(
+                upload_sessions.c.id.in_(list(upload_ids)))).scalars())
+
     def mark_undersized_part(self, upload_id: str) -> None:
         """Remember that a part other than the last was below ECR's minimum part size."""
         with self._write() as conn:
