@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.clihelpers import Cli, host_of, shared_reference
+
 EXTERNAL_URL = os.environ.get("CARGOHOLD_TEST_REGISTRY_URL")
 
 
@@ -136,3 +138,21 @@ def registry_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def repo() -> str:
     """A fresh repository name, so tests sharing a server never see each other's data."""
     return f"test/{uuid.uuid4().hex[:12]}"
+
+
+# -- the client CLI's tests -------------------------------------------------------------------
+
+@pytest.fixture(params=["cargohold", "reference"])
+def registry(request: pytest.FixtureRequest, registry_url: str,
+             tmp_path_factory: pytest.TempPathFactory) -> str:
+    """host:port of a Cargohold and, in a second run, of the CNCF reference registry: the
+    client works against any registry."""
+    if request.param == "cargohold":
+        return host_of(registry_url)
+    return shared_reference(tmp_path_factory).host
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    """The cargohold client, with a Docker config of its own."""
+    return Cli(tmp_path / "docker-config")

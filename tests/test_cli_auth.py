@@ -20,11 +20,6 @@ def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> str:
     return shared_reference(tmp_path_factory, USERS).host
 
 
-@pytest.fixture
-def cli(tmp_path: Path) -> Cli:
-    return Cli(tmp_path / "docker-config")
-
-
 def stored(cli: Cli) -> dict:
     return json.loads((cli.docker_config / "config.json").read_text())
 

@@ -10,10 +10,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 
-from tests.clihelpers import Cli, host_of, missing, shared_reference, write_files
+from tests.clihelpers import Cli, missing, write_files
 
 HELM_CONFIG = "application/vnd.cncf.helm.config.v1+json"
 HELM_CHART = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
@@ -83,19 +82,6 @@ def helm() -> Any:
         missing("helm-python-sdk", f"pip install helm-python-sdk: {exc}")
         raise
     return helm_python
-
-
-@pytest.fixture(params=["cargohold", "reference"])
-def registry(request: pytest.FixtureRequest, registry_url: str,
-             tmp_path_factory: pytest.TempPathFactory) -> str:
-    if request.param == "cargohold":
-        return host_of(registry_url)
-    return shared_reference(tmp_path_factory).host
-
-
-@pytest.fixture
-def cli(tmp_path: Path) -> Cli:
-    return Cli(tmp_path / "docker-config")
 
 
 def make_chart(root: Path, chart_yaml: str = CHART_YAML, with_dependency: bool = True) -> Path:

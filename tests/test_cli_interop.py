@@ -15,19 +15,6 @@ from tests.clihelpers import Cli, host_of, shared_reference, write_files
 pytestmark = pytest.mark.clients
 
 
-@pytest.fixture(params=["cargohold", "reference"])
-def registry(request: pytest.FixtureRequest, registry_url: str,
-             tmp_path_factory: pytest.TempPathFactory) -> str:
-    if request.param == "cargohold":
-        return host_of(registry_url)
-    return shared_reference(tmp_path_factory).host
-
-
-@pytest.fixture
-def cli(tmp_path: Path) -> Cli:
-    return Cli(tmp_path / "docker-config")
-
-
 def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 

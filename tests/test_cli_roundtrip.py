@@ -15,20 +15,6 @@ from tests.clihelpers import Cli, host_of, shared_reference, snapshot, write_fil
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
-@pytest.fixture(params=["cargohold", "reference"])
-def registry(request: pytest.FixtureRequest, registry_url: str,
-             tmp_path_factory: pytest.TempPathFactory) -> str:
-    """host:port of the registry under test."""
-    if request.param == "cargohold":
-        return host_of(registry_url)
-    return shared_reference(tmp_path_factory).host
-
-
-@pytest.fixture
-def cli(tmp_path: Path) -> Cli:
-    return Cli(tmp_path / "docker-config")
-
-
 @pytest.fixture
 def repo() -> str:
     return f"cli/{uuid.uuid4().hex[:12]}"
