@@ -117,7 +117,7 @@ def test_blob_visibility_is_per_repository(store: MetadataStore) -> None:
 def test_create_on_push_disabled(store: MetadataStore) -> None:
     with pytest.raises(RepositoryNotFound):
         store.link_blob("new/repo", LAYER, 1, create=False)
-    assert not store.repository_exists("new/repo")
+    assert "new/repo" not in store.list_repositories(None, None)
 
 
 def test_upload_session_lifecycle(store: MetadataStore) -> None:

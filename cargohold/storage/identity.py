@@ -87,17 +87,6 @@ class IdentityStore:
             raise UserExists(name) from None
         return UserRecord(user_id, name, now)
 
-    def get_user(self, name: str) -> UserRecord | None:
-        with self.database.read() as conn:
-            row = conn.execute(select(users.c.id, users.c.name, users.c.created_at)
-                               .where(users.c.name == name)).one_or_none()
-        return UserRecord(*row) if row else None
-
-    def user_exists(self, user_id: int) -> bool:
-        with self.database.read() as conn:
-            return conn.execute(select(users.c.id).where(users.c.id == user_id)
-                                ).first() is not None
-
     def password_hash(self, name: str) -> tuple[UserRecord, str] | None:
         with self.database.read() as conn:
             row = conn.execute(select(users.c.id, users.c.name, users.c.created_at,
@@ -106,11 +95,6 @@ class IdentityStore:
         if row is None or row.password_hash is None:
             return None
         return UserRecord(row.id, row.name, row.created_at), row.password_hash
-
-    def set_password_hash(self, name: str, password_hash: str | None) -> bool:
-        with self.database.write() as conn:
-            return conn.execute(update(users).where(users.c.name == name)
-                                .values(password_hash=password_hash)).rowcount > 0
 
     def list_users(self) -> list[UserRecord]:
         with self.database.read() as conn:

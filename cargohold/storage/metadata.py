@@ -158,10 +158,6 @@ class MetadataStore:
         assert repo_id is not None
         return repo_id
 
-    def repository_exists(self, name: str) -> bool:
-        with self._read() as conn:
-            return self._repository_id(conn, name) is not None
-
     def list_repositories(self, last: str | None, limit: int | None) -> list[str]:
         query = select(repositories.c.name).order_by(repositories.c.name)
         if last:

@@ -306,7 +306,7 @@ async def complete_layer_upload(call: Call, params: dict[str, Any]) -> dict[str,
                            f"Layer parts must be at least {MIN_PART_SIZE} bytes, except the "
                            "last one")
         storage = call.request.app[STORAGE_KEY]
-        if await storage.db(storage.metadata.blob_size, name, digest) is not None:
+        if await storage.read(storage.metadata.blob_size, name, digest) is not None:
             await uploads.cancel(name, upload_id, missing_ok=True)
             raise EcrError("LayerAlreadyExistsException",
                            f"The layer '{digest}' already exists in the repository '{name}'")
@@ -328,7 +328,7 @@ async def batch_check_layer_availability(call: Call, params: dict[str, Any]) -> 
             failures.append({"layerDigest": raw, "failureCode": "InvalidLayerDigest",
                              "failureReason": "Invalid layer digest"})
             continue
-        size = await storage.db(storage.metadata.blob_size, name, digest)
+        size = await storage.read(storage.metadata.blob_size, name, digest)
         if size is None:
             failures.append({"layerDigest": raw, "failureCode": "MissingLayerDigest",
                              "failureReason": "Could not find the layer"})
