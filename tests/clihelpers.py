@@ -179,20 +179,13 @@ def shared_reference(tmp_path_factory: pytest.TempPathFactory,
 # ------------------------------------------------------------------------------ the CLI
 
 def cli_group() -> click.Group:
-    from cargohold.cli_client import register
+    """The whole ``cargohold`` command group, as the entry point runs it."""
+    from cargohold.cli import main
 
-    @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-    def cargohold() -> None:
-        """Test group holding the client commands."""
-
-    register(cargohold)
-    return cargohold
+    return main
 
 
-SHIM = ("from cargohold.cli import main\n"
-        "from cargohold.cli_client import register\n"
-        "'push' in main.commands or register(main)\n"
-        "main(prog_name='cargohold')\n")
+SHIM = "from cargohold.cli import main\nmain(prog_name='cargohold')\n"
 
 
 @dataclass

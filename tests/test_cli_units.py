@@ -21,6 +21,7 @@ from cargohold.client.auth import (
     merge_scopes,
     parse_challenges,
 )
+from cargohold.client.blobs import parse_range
 from cargohold.client.errors import ClientError, InvalidReference, UnsafePath
 from cargohold.client.files import safe_join
 from cargohold.client.gojson import go_marshal
@@ -32,7 +33,6 @@ from cargohold.client.helm import (
     tag_for_version,
 )
 from cargohold.client.reference import is_local_host, parse_reference
-from cargohold.client.registry import parse_range
 from tests.clihelpers import SHIM, Cli, host_of, write_files
 
 DIGEST = "sha256:" + "ab" * 32

@@ -12,18 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from cargohold.client import mediatypes as mt
+from cargohold.client.content import BlobSource, Descriptor, Manifest
 from cargohold.client.errors import ClientError, UnsafePath
 from cargohold.client.files import extract_archive, pack_folder, safe_join
+from cargohold.client.manifests import PutResult
 from cargohold.client.progress import Transfers, short_digest
 from cargohold.client.reference import Reference
-from cargohold.client.registry import (
-    BlobSource,
-    Descriptor,
-    Manifest,
-    PutResult,
-    Registry,
-    gather_limited,
-)
+from cargohold.client.registry import Registry, gather_limited
 
 MEDIA_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
                            r"/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}(?:\s*;.*)?$")
@@ -170,7 +165,7 @@ async def push_manifest(registry: Registry, ref: Reference, data: bytes, media_t
     for tag in tags or []:
         result = await registry.put_manifest(ref, tag, data, media_type)
     if result is None:
-        from cargohold.client.registry import sha256_digest
+        from cargohold.client.content import sha256_digest
 
         result = await registry.put_manifest(ref, sha256_digest(data), data, media_type)
     if subject is not None and not result.subject:

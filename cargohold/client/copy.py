@@ -9,16 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from cargohold.client.artifact import matches_platform, platform_string
+from cargohold.client.content import BlobSource, Descriptor, Manifest
 from cargohold.client.errors import ClientError
 from cargohold.client.progress import Transfers, short_digest
 from cargohold.client.reference import Reference
-from cargohold.client.registry import (
-    BlobSource,
-    Descriptor,
-    Manifest,
-    Registry,
-    gather_limited,
-)
+from cargohold.client.registry import Registry, gather_limited
 
 MAX_MANIFESTS = 5000
 

@@ -17,9 +17,10 @@ import os
 import re
 from typing import Any
 
+from cargohold.client.content import Manifest
 from cargohold.client.errors import AuthError, ClientError, NotFound
 from cargohold.client.reference import Reference
-from cargohold.client.registry import Manifest, Registry
+from cargohold.client.registry import Registry
 
 ECR_ERRORS = {"RepositoryNotFoundException", "ImageNotFoundException",
               "InvalidParameterException", "AccessDeniedException", "ServerException",

@@ -16,7 +16,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from cargohold.client.registry import NullTask
+from cargohold.client.content import NullTask
 
 
 def short_digest(digest: str) -> str:

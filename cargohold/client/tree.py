@@ -6,9 +6,10 @@ from typing import Any
 
 from cargohold.client import mediatypes as mt
 from cargohold.client.artifact import platform_string
+from cargohold.client.content import Descriptor, Manifest
 from cargohold.client.errors import ClientError, NotFound
 from cargohold.client.reference import Reference
-from cargohold.client.registry import Descriptor, Manifest, Registry
+from cargohold.client.registry import Registry
 
 MAX_DEPTH = 6
 MAX_NODES = 2000
