@@ -204,10 +204,16 @@ class Cli:
     """Runs client commands with a private Docker config folder."""
 
     docker_config: Path
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str | None] = field(default_factory=dict)
 
-    def _env(self) -> dict[str, str]:
-        return {"DOCKER_CONFIG": str(self.docker_config), **self.env}
+    def _env(self) -> dict[str, str | None]:
+        """A private Docker config and no AWS credentials unless a test gives some (``None``
+        unsets a variable); no instance-metadata lookups on a machine that has none."""
+        none = str(self.docker_config.parent / "no-aws-file")
+        return {"DOCKER_CONFIG": str(self.docker_config), "AWS_ACCESS_KEY_ID": None,
+                "AWS_SECRET_ACCESS_KEY": None, "AWS_SESSION_TOKEN": None, "AWS_PROFILE": None,
+                "AWS_SHARED_CREDENTIALS_FILE": none, "AWS_CONFIG_FILE": none,
+                "AWS_EC2_METADATA_DISABLED": "true", **self.env}
 
     def __call__(self, *args: str, input: str | None = None, expect: int | None = 0,
                  cwd: Path | None = None) -> Outcome:
@@ -236,7 +242,7 @@ class Cli:
     def subprocess(self, *args: str, input: str | None = None,
                    cwd: Path | None = None) -> Outcome:
         """A real ``cargohold`` process (exit codes, stderr, no TTY)."""
-        env = {**os.environ, **self._env()}
+        env = {k: v for k, v in {**os.environ, **self._env()}.items() if v is not None}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT),
                                                           env.get("PYTHONPATH")]))
         proc = subprocess.run([sys.executable, "-c", SHIM, *args], capture_output=True,

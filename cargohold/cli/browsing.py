@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
@@ -15,6 +14,7 @@ from cargohold.cli.common import (
     emit,
     fail,
     handle_errors,
+    iso_time,
     output_option,
     ref_arg,
     registry_options,
@@ -111,21 +111,18 @@ def images(repo: str, artifact_type: str | None, tag_status: str, api: str, plai
     details: list[dict[str, Any]] | None = None
     source = "v2"
     if api in ("auto", "ecr"):
-        from cargohold.client.auth import DockerConfig
         from cargohold.client.transport import Transport, TransportOptions
 
         transport = Transport(TransportOptions(plain_http=plain_http, insecure=insecure,
                                                config_path=registry_config))
-        creds = DockerConfig(Path(registry_config) if registry_config else None).get(
-            target.host)
         try:
             details = ecr_describe_images(transport.base_url(target.host), target.repository,
-                                          tag_status, creds.username, creds.password,
-                                          verify=not insecure)
+                                          tag_status, verify=not insecure)
             source = "ecr"
         except NoEcrApi as exc:
+            # auto: no ECR API, or AWS credentials missing or refused; /v2 with the login.
             if api == "ecr":
-                raise fail(f"{target.host} does not offer the ECR API ({exc})") from None
+                raise fail(f"the ECR API of {target.host} cannot be used: {exc}") from None
     if details is None:
         async def work(reg: Any) -> list[dict[str, Any]]:
             return await v2_describe_images(reg, target, tag_status)
@@ -143,7 +140,7 @@ def images(repo: str, artifact_type: str | None, tag_status: str, api: str, plai
             rows.append((d.get("imageDigest", ""), ",".join(d.get("imageTags") or []) or "-",
                          f"{friendly_artifact_type(kind)} [{kind}]",
                          human_size(int(d.get("imageSizeInBytes") or 0)),
-                         str(d.get("imagePushedAt") or "-")))
+                         iso_time(d.get("imagePushedAt"))))
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         return "\n".join("  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4]
                          for r in rows)

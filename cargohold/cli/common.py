@@ -35,9 +35,8 @@ T = TypeVar("T")
 def _json_default(value: Any) -> Any:
     """Times as ISO 8601 (what botocore and our stores hand back), anything else refused."""
     if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.UTC)
-        return value.isoformat()
+        value = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
+        return value.astimezone(dt.UTC).isoformat()
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, bytes):
@@ -50,6 +49,14 @@ def _json_default(value: Any) -> Any:
 def to_json(data: Any) -> str:
     """The one JSON rendering of every ``--output json`` command."""
     return json.dumps(data, indent=2, ensure_ascii=False, default=_json_default)
+
+
+def iso_time(value: Any) -> str:
+    """A datetime (as botocore returns them) in ISO 8601, UTC, to the second; else ``-``."""
+    if not isinstance(value, dt.datetime):
+        return str(value) if value else "-"
+    value = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
+    return value.astimezone(dt.UTC).isoformat(timespec="seconds")
 
 
 def when(microseconds: int) -> str:

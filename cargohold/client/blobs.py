@@ -45,6 +45,14 @@ MAX_FRESH_STARTS = 2
 MAX_DOWNLOAD_RETRIES = 3
 
 
+def ordinary_file_mode() -> int:
+    """0666 less the umask (0644 under 022): what ``open()`` would create, as ``oras pull``
+    does, rather than the 0600 of the temporary file a download starts in."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def with_query(url: str, **params: str) -> str:
     query = "&".join(f"{k}={quote(v, safe=':')}" for k, v in params.items())
     return url + ("&" if "?" in url else "?") + query
@@ -150,6 +158,7 @@ class BlobOperations(RegistrySession):
                         f"{actual}, expected {desc.size} bytes (corrupted or tampered); nothing "
                         "written")
                 handle.flush()
+                os.fchmod(handle.fileno(), ordinary_file_mode())
                 os.fsync(handle.fileno())
             os.replace(tmp, dest)
         except BaseException:

@@ -2,8 +2,9 @@
 
 A registry that serves Amazon ECR's JSON API (``POST /`` with ``X-Amz-Target:
 AmazonEC2ContainerRegistry_V20150921.DescribeImages``) is asked with the AWS SDK's ``ecr``
-client (botocore, the engine of boto3), pointed at the registry's URL and signed with the
-access key that ``login`` stored (unsigned without one). When there is no such API, the same
+client (botocore, the engine of boto3), pointed at the registry's URL and signed with the AWS
+credentials of botocore's standard chain (unsigned without any). The Docker login is never used
+as a SigV4 key. When there is no such API, or it refuses us, the same
 details are assembled from /v2: tags, their manifests, and for untagged images the children
 of indexes and the referrers of what is tagged (tag-schema ``sha256-<hex>`` tags are
 bookkeeping and not listed). /v2 knows no push times.
@@ -12,13 +13,11 @@ bookkeeping and not listed). /v2 knows no push times.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import os
 import re
 from typing import Any
 
 from cargohold.client.content import Manifest
-from cargohold.client.errors import AuthError, ClientError, NotFound
+from cargohold.client.errors import ClientError, NotFound
 from cargohold.client.reference import Reference
 from cargohold.client.registry import Registry
 
@@ -28,7 +27,7 @@ ECR_ERRORS = {"RepositoryNotFoundException", "ImageNotFoundException",
               "UnrecognizedClientException", "InvalidSignatureException",
               "ExpiredTokenException", "MissingAuthenticationTokenException"}
 AUTH_ERRORS = {"MissingAuthenticationTokenException", "UnrecognizedClientException",
-               "AccessDeniedException", "InvalidSignatureException"}
+               "AccessDeniedException", "InvalidSignatureException", "ExpiredTokenException"}
 MAX_DISCOVERED = 10_000
 REFERRERS_TAG = re.compile(r"^(sha256-[0-9a-f]{64}|sha512-[0-9a-f]{121})$")
 
@@ -37,28 +36,49 @@ class NoEcrApi(Exception):
     """The registry does not speak the ECR API (fall back to /v2)."""
 
 
-def ecr_describe_images(endpoint: str, repository: str, tag_status: str,
-                        username: str = "", password: str = "", verify: bool = True,
-                        timeout: float = 10.0) -> list[dict[str, Any]]:
-    try:
-        import botocore.exceptions
-        import botocore.session
-        from botocore import UNSIGNED
-        from botocore.config import Config
-    except ImportError as exc:
-        raise NoEcrApi("botocore is not installed") from exc
+class EcrCredentialsRefused(NoEcrApi):
+    """The ECR API is there but wants AWS credentials we do not have, or refused ours; /v2
+    with the registry login may still answer."""
+
+
+def ecr_client(endpoint: str, verify: bool, timeout: float) -> tuple[Any, bool]:
+    """A botocore ``ecr`` client for ``endpoint`` and whether it signs its requests.
+
+    The credentials come from botocore's standard chain (the environment,
+    ``AWS_SHARED_CREDENTIALS_FILE``, the profile in ``~/.aws``, ...), never from the Docker
+    login: a registry password is not a SigV4 secret. Without credentials the client sends
+    unsigned requests, which a registry may still answer.
+    """
+    import botocore.exceptions
+    import botocore.session
+    from botocore import UNSIGNED
+    from botocore.config import Config
+
+    session = botocore.session.get_session()
     options: dict[str, Any] = {"connect_timeout": timeout, "read_timeout": timeout * 3,
                                "retries": {"total_max_attempts": 1}}
-    key_id = username or os.environ.get("AWS_ACCESS_KEY_ID", "")
-    secret = password or os.environ.get("AWS_SECRET_ACCESS_KEY", "")
-    if not (key_id and secret):
+    try:
+        signed = session.get_credentials() is not None
+        region = session.get_config_variable("region")
+    except botocore.exceptions.BotoCoreError as exc:  # a broken profile or config file
+        raise EcrCredentialsRefused(f"no usable AWS credentials ({exc})") from None
+    if not signed:
         options["signature_version"] = UNSIGNED
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    session = botocore.session.get_session()
-    client = session.create_client(
-        "ecr", endpoint_url=endpoint, region_name=region, verify=verify,
-        aws_access_key_id=key_id or None, aws_secret_access_key=secret or None,
-        config=Config(**options))
+    client = session.create_client("ecr", endpoint_url=endpoint,
+                                   region_name=region or "us-east-1", verify=verify,
+                                   config=Config(**options))
+    return client, signed
+
+
+def ecr_describe_images(endpoint: str, repository: str, tag_status: str, verify: bool = True,
+                        timeout: float = 10.0) -> list[dict[str, Any]]:
+    """DescribeImages through the ECR API, all pages. Raises ``NoEcrApi`` when there is no
+    such API and ``EcrCredentialsRefused`` when it wants other credentials."""
+    try:
+        import botocore.exceptions
+    except ImportError as exc:
+        raise NoEcrApi("botocore is not installed") from exc
+    client, signed = ecr_client(endpoint, verify, timeout)
     details: list[dict[str, Any]] = []
     kwargs: dict[str, Any] = {"repositoryName": repository,
                               "filter": {"tagStatus": tag_status.upper()}, "maxResults": 1000}
@@ -70,19 +90,18 @@ def ecr_describe_images(endpoint: str, repository: str, tag_status: str,
         except botocore.exceptions.ClientError as exc:
             error = exc.response.get("Error", {})
             code = str(error.get("Code", ""))
-            if code in AUTH_ERRORS and options.get("signature_version") is not None:
-                # Unsigned (no stored access key): the API exists but wants credentials;
-                # /v2 may still allow anonymous reads.
-                raise NoEcrApi(f"the ECR API wants credentials ({code})") from None
+            message = str(error.get("Message", "")) or code
+            if code in AUTH_ERRORS:
+                if signed:
+                    raise EcrCredentialsRefused(f"the AWS credentials were refused ({code}: "
+                                                f"{message})") from None
+                raise EcrCredentialsRefused(
+                    f"it wants AWS credentials ({code}) and none were found (environment, "
+                    "AWS_SHARED_CREDENTIALS_FILE, ~/.aws)") from None
             if code in ECR_ERRORS:
-                message = str(error.get("Message", "")) or code
                 if code == "RepositoryNotFoundException":
                     raise NotFound(f"repository {repository} not found ({message})", 404,
                                    code) from None
-                if code in ("AccessDeniedException", "UnrecognizedClientException",
-                            "InvalidSignatureException", "MissingAuthenticationTokenException"):
-                    raise AuthError(f"ECR API of {endpoint}: {code}: {message}", 403,
-                                    code) from None
                 raise ClientError(f"ECR API of {endpoint}: {code}: {message}") from None
             raise NoEcrApi(code or "no ECR API") from None
         except (botocore.exceptions.BotoCoreError, ValueError) as exc:
@@ -91,11 +110,7 @@ def ecr_describe_images(endpoint: str, repository: str, tag_status: str,
         if "imageDetails" not in page or "json" not in headers.get("content-type", ""):
             # Something answered POST / (a web page, an empty 200): not the ECR API.
             raise NoEcrApi("the answer to DescribeImages was not an ECR response")
-        for detail in page.get("imageDetails") or []:
-            pushed = detail.get("imagePushedAt")
-            if isinstance(pushed, dt.datetime):
-                detail["imagePushedAt"] = pushed.isoformat()
-            details.append(detail)
+        details.extend(page.get("imageDetails") or [])
         token = page.get("nextToken")
         if not token or pages > 1000:
             break
