@@ -25,13 +25,9 @@ from cargohold.client.blobs import parse_range
 from cargohold.client.errors import ClientError, InvalidReference, UnsafePath
 from cargohold.client.files import safe_join
 from cargohold.client.gojson import go_marshal
-from cargohold.client.helm import (
-    HelmIgnore,
-    chart_metadata,
-    go_format_float,
-    highest_version,
-    tag_for_version,
-)
+from cargohold.client.goyaml import go_format_float
+from cargohold.client.helm import chart_metadata, highest_version, tag_for_version
+from cargohold.client.helm_archive import HelmIgnore
 from cargohold.client.reference import is_local_host, parse_reference
 from tests.clihelpers import SHIM, Cli, host_of, write_files
 

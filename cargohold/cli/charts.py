@@ -54,6 +54,7 @@ def chart_push(chart_path: str, remote: str, creation_time: str | None, plain_ht
     from cargohold.client import helm
     from cargohold.client.artifact import upload_all
     from cargohold.client.content import BlobSource
+    from cargohold.client.helm_archive import package_chart, read_archive_metadata
 
     base = parse_reference(remote, require_repository=False)
     if base.tag or base.digest:
@@ -65,10 +66,10 @@ def chart_push(chart_path: str, remote: str, creation_time: str | None, plain_ht
     tmpdir = Path(tempfile.mkdtemp(prefix="cargohold-chart-"))
     try:
         if source.is_dir():
-            archive, meta = helm.package_chart(source, tmpdir)
+            archive, meta = package_chart(source, tmpdir)
             prov = None
         else:
-            archive, meta = source, helm.read_archive_metadata(source)
+            archive, meta = source, read_archive_metadata(source)
             prov_path = Path(str(source) + ".prov")
             prov = prov_path if prov_path.is_file() else None
         created = creation_time or helm.rfc3339(archive.stat().st_mtime)
