@@ -26,7 +26,6 @@ from cargohold.client.reference import (
     validate_tag,
 )
 
-# ------------------------------------------------------------------------------ inspection
 
 @click.command()
 @click.argument("ref")

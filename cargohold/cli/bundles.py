@@ -25,7 +25,6 @@ from cargohold.cli.common import (
 from cargohold.client import mediatypes as mt
 from cargohold.client.errors import ClientError
 
-# ------------------------------------------------------------------------------ OPA bundles
 
 @click.group()
 def bundle() -> None:

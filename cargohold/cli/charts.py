@@ -29,7 +29,6 @@ from cargohold.client.reference import (
     validate_tag,
 )
 
-# ------------------------------------------------------------------------------ charts
 
 @click.group()
 def chart() -> None:

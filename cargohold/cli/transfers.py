@@ -269,6 +269,9 @@ def pull(ref: str, outdir: str, media_types: tuple[str, ...], platform: str | No
 
     emit(output, data, text)
 
+
+# ------------------------------------------------------------------------------ copy
+
 @click.command()
 @click.argument("src")
 @click.argument("dst")

@@ -245,7 +245,7 @@ def tag_for_version(version: str) -> str:
 
 # ------------------------------------------------------------------------------ versions
 
-def semvergo_key(version: str) -> tuple[Any, ...] | None:
+def semver_key(version: str) -> tuple[Any, ...] | None:
     match = SEMVER_RE.match(version)
     if not match:
         return None
@@ -267,7 +267,7 @@ def highest_version(tags: list[str]) -> str | None:
     candidates = []
     for tag in tags:
         version = tag.replace("_", "+")
-        key = semvergo_key(version)
+        key = semver_key(version)
         if key is not None:
             candidates.append((key, tag))
     if not candidates:
