@@ -27,6 +27,8 @@ from tests.clienthelpers import build_multiarch, require_skopeo, write_multiarch
 from tests.clihelpers import shared_reference, write_files
 from tests.conftest import RegistryProcess
 
+pytestmark = pytest.mark.clients
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 HELM_CONFIG = "application/vnd.cncf.helm.config.v1+json"
 MARK = "### README step: "

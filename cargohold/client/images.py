@@ -4,10 +4,10 @@ A registry that serves Amazon ECR's JSON API (``POST /`` with ``X-Amz-Target:
 AmazonEC2ContainerRegistry_V20150921.DescribeImages``) is asked with the AWS SDK's ``ecr``
 client (botocore, the engine of boto3), pointed at the registry's URL and signed with the AWS
 credentials of botocore's standard chain (unsigned without any). The Docker login is never used
-as a SigV4 key. When there is no such API, or it refuses us, the same
-details are assembled from /v2: tags, their manifests, and for untagged images the children
-of indexes and the referrers of what is tagged (tag-schema ``sha256-<hex>`` tags are
-bookkeeping and not listed). /v2 knows no push times.
+as a SigV4 key. When there is no such API, or it refuses us, the same details are assembled
+from /v2: tags, their manifests, and for untagged images the children of indexes and the
+referrers of what is tagged (tag-schema ``sha256-<hex>`` tags are bookkeeping and not listed).
+/v2 knows no push times.
 """
 
 from __future__ import annotations
@@ -74,10 +74,8 @@ def ecr_describe_images(endpoint: str, repository: str, tag_status: str, verify:
                         timeout: float = 10.0) -> list[dict[str, Any]]:
     """DescribeImages through the ECR API, all pages. Raises ``NoEcrApi`` when there is no
     such API and ``EcrCredentialsRefused`` when it wants other credentials."""
-    try:
-        import botocore.exceptions
-    except ImportError as exc:
-        raise NoEcrApi("botocore is not installed") from exc
+    import botocore.exceptions
+
     client, signed = ecr_client(endpoint, verify, timeout)
     details: list[dict[str, Any]] = []
     kwargs: dict[str, Any] = {"repositoryName": repository,
