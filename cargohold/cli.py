@@ -368,3 +368,7 @@ def repository_policy_delete(repository: str, data_dir: Path | None,
 from cargohold.cli_client import register as register_client_commands  # noqa: E402
 
 register_client_commands(main)
+
+from cargohold.cli_registry_policy import registry_policy as registry_policy_group  # noqa: E402
+
+main.add_command(registry_policy_group)

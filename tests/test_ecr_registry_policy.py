@@ -197,3 +197,17 @@ def test_with_the_aws_cli(ecr: Ecr) -> None:
     ecr.aws("delete-registry-policy")
     result = ecr.aws("get-registry-policy", check=False)
     assert result.returncode != 0 and "RegistryPolicyNotFoundException" in result.stderr
+
+
+def test_a_lockout_is_undone_on_the_data_directory(ecr: Ecr) -> None:
+    text = policy(statement("Deny", "*", "*", "*"))
+    ecr.client.put_registry_policy(policyText=text)
+    for call in (ecr.client.get_registry_policy, ecr.client.delete_registry_policy):
+        with pytest.raises(ClientError) as caught:
+            call()
+        assert error_code(caught.value) == "AccessDeniedException"
+    assert ecr.cli("registry-policy", "show").stdout.strip() == text
+    assert "removed" in ecr.cli("registry-policy", "delete").stdout
+    assert current(ecr) is None
+    result = ecr.cli("registry-policy", "delete", check=False)
+    assert result.returncode != 0 and "no registry policy" in result.stderr
