@@ -28,13 +28,16 @@ async def mount(uploads: UploadService, authorizer: Authorizer, settings: Accoun
     """Link the blob into `repository` from `source` (or a discovered holder); False when it
     cannot be mounted and the client should upload it."""
     parsed = str(parse_digest(digest))
+    named = validate_name(source) if source else None
+    if not await settings.blob_mounting():
+        return False
     storage = uploads.storage
-    if source:
-        candidates = [validate_name(source)]
+    if named is not None:
+        candidates = [named]
     else:
         candidates = await storage.read(repositories_holding, storage.database, parsed,
                                         repository, DISCOVERY_CANDIDATES)
-    if not candidates or not await settings.blob_mounting():
+    if not candidates:
         return False
     allowed = await storage.read(authorizer.allowed_repositories, principal, candidates,
                                  PULL_ACTIONS)
