@@ -17,6 +17,7 @@ from cargohold.storage.metadata import (
     RepositoryNotFound,
     now_us,
 )
+from cargohold.storage.referrers import referrers_page
 
 IN_CI = bool(__import__("os").environ.get("CI"))
 ENGINES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
@@ -136,10 +137,22 @@ def test_referrers_and_filter(store: MetadataStore) -> None:
     store.put_manifest("team/app", manifest(M1, subject=INDEX), [], create=True)
     store.put_manifest("team/app", manifest(M2, subject=INDEX, artifact_type="application/x.sbom"),
                        [], create=True)
-    assert [r.digest for r in store.referrers("team/app", INDEX, None)] == [M1, M2]
-    filtered = store.referrers("team/app", INDEX, "application/x.sbom")
-    assert [r.digest for r in filtered] == [M2]
-    assert filtered[0].annotations == {"a": "b"}
+    def digests(types: list[str] | None, after: int | None = None,
+                limit: int = 10) -> list[str]:
+        rows = referrers_page(store.database, "team/app", INDEX, types, after, limit)
+        assert rows is not None
+        return [record.digest for _, record in rows]
+
+    assert digests(None) == [M1, M2]
+    filtered = referrers_page(store.database, "team/app", INDEX, ["application/x.sbom"], None,
+                              10)
+    assert filtered is not None and [r.digest for _, r in filtered] == [M2]
+    assert filtered[0][1].annotations == {"a": "b"}
+    # A page, then the rest after its last row id.
+    first = referrers_page(store.database, "team/app", INDEX, None, None, 1)
+    assert first is not None and [r.digest for _, r in first] == [M1]
+    assert digests(None, after=first[-1][0]) == [M2]
+    assert referrers_page(store.database, "nobody/here", INDEX, None, None, 10) is None
 
 
 def test_catalog_pagination(store: MetadataStore) -> None:

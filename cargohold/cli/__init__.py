@@ -16,7 +16,15 @@ from __future__ import annotations
 import click
 
 from cargohold import __version__
-from cargohold.cli import administration, browsing, bundles, charts, serving, transfers
+from cargohold.cli import (
+    administration,
+    browsing,
+    bundles,
+    charts,
+    registry_policy,
+    serving,
+    transfers,
+)
 from cargohold.cli.common import emit_table as _emit
 from cargohold.cli.common import identity_service as _identity
 from cargohold.cli.common import settings_options as _settings_options
@@ -39,3 +47,4 @@ for _module in (serving, administration, transfers, charts, bundles, browsing):
         main.add_command(_command)
 
 # Further command groups: one line each, e.g. `main.add_command(cli_topic.topic)`.
+main.add_command(registry_policy.registry_policy)

@@ -14,25 +14,31 @@ from cargohold.http.ecr.operations import OPERATIONS
 from cargohold.http.ecr.protocol import make_endpoint
 from cargohold.http.errors import add_api_version, error_middleware
 from cargohold.http.keys import (
+    ACCOUNT_SETTINGS_KEY,
     AUDIT_KEY,
     AUTHORIZER_KEY,
     BLOBS_KEY,
     IDENTITY_KEY,
     IMAGES_KEY,
     MANIFESTS_KEY,
+    REGISTRY_POLICY_KEY,
     REPOSITORIES_KEY,
     STORAGE_KEY,
+    TEMPLATES_KEY,
     UPLOADS_KEY,
 )
 from cargohold.http.v2.routes import add_routes
+from cargohold.services.account_settings import AccountSettings
 from cargohold.services.audit import AuditLog
 from cargohold.services.authz import Authorizer
 from cargohold.services.blobs import BlobService, UploadService
 from cargohold.services.identity import IdentityService
 from cargohold.services.images import ImageService
 from cargohold.services.manifests import ManifestService
+from cargohold.services.registry_policy import RegistryPolicyService
 from cargohold.services.repositories import RepositoryService
 from cargohold.services.storage import Storage
+from cargohold.services.templates import TemplateService
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -67,6 +73,9 @@ def create_app(settings: Settings) -> web.Application:
     images = ImageService(storage, app[MANIFESTS_KEY])
     app[IMAGES_KEY] = images
     app[REPOSITORIES_KEY] = RepositoryService(storage)
+    app[ACCOUNT_SETTINGS_KEY] = AccountSettings(storage)
+    app[TEMPLATES_KEY] = TemplateService(storage)
+    app[REGISTRY_POLICY_KEY] = RegistryPolicyService(storage, app[AUTHORIZER_KEY])
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         audit.start()

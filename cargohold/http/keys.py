@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from cargohold.services.account_settings import AccountSettings
 from cargohold.services.audit import AuditLog
 from cargohold.services.authz import Authorizer
 from cargohold.services.blobs import BlobService, UploadService
 from cargohold.services.identity import IdentityService
 from cargohold.services.images import ImageService
 from cargohold.services.manifests import ManifestService
+from cargohold.services.registry_policy import RegistryPolicyService
 from cargohold.services.repositories import RepositoryService
 from cargohold.services.storage import Storage
+from cargohold.services.templates import TemplateService
 
 STORAGE_KEY = web.AppKey("storage", Storage)
 BLOBS_KEY = web.AppKey("blobs", BlobService)
@@ -22,3 +25,6 @@ REPOSITORIES_KEY = web.AppKey("repositories", RepositoryService)
 IDENTITY_KEY = web.AppKey("identity", IdentityService)
 AUTHORIZER_KEY = web.AppKey("authorizer", Authorizer)
 AUDIT_KEY = web.AppKey("audit", AuditLog)
+ACCOUNT_SETTINGS_KEY = web.AppKey("account_settings", AccountSettings)
+TEMPLATES_KEY = web.AppKey("templates", TemplateService)
+REGISTRY_POLICY_KEY = web.AppKey("registry_policy", RegistryPolicyService)

@@ -14,15 +14,17 @@ from cargohold.services.policy import (
     evaluate,
     parse_policy,
 )
+from cargohold.storage.ecr_settings import EcrSettingsStore
 from cargohold.storage.identity import IdentityStore
 
 
 class Authorizer:
-    """Evaluates identity and repository policies (or a token's granted scopes)."""
+    """Evaluates identity, repository and registry policies (or a token's granted scopes)."""
 
     def __init__(self, store: IdentityStore, *, registry_id: str, region: str,
                  open_access: bool = False) -> None:
         self.store = store
+        self.registry_settings = EcrSettingsStore(store.database)
         self.registry_id = registry_id
         self.region = region
         self.open_access = open_access
@@ -42,7 +44,24 @@ class Authorizer:
         if principal.token_access is not None and repository is not None:
             return scope_of(action) in principal.token_access.get(repository, frozenset())
         identity, resource = self.store.policies_for(principal.user_id, repository)
-        return self._evaluate(principal, identity, resource, [action], repository)
+        registry = self.registry_settings.registry_policy()
+        return self._evaluate(principal, identity, resource, [action], repository, registry)
+
+    def allowed_repositories(self, principal: Principal, repositories: list[str],
+                             actions: Iterable[str]) -> list[str]:
+        """The repositories on which every one of `actions` is allowed (sync: reads the DB)."""
+        wanted = sorted(actions)
+        if self.open_access:
+            return list(repositories)
+        if principal.token_access is not None:
+            return [name for name in repositories if all(
+                scope_of(action) in principal.token_access.get(name, frozenset())
+                for action in wanted)]
+        identity, _ = self.store.policies_for(principal.user_id, None)
+        resources = self.store.repository_policies(repositories)
+        registry = self.registry_settings.registry_policy()
+        return [name for name in repositories if self._evaluate(
+            principal, identity, resources.get(name), wanted, name, registry)]
 
     def granted_scopes(self, principal: Principal, repository: str,
                        requested: Iterable[str]) -> list[str]:
@@ -54,8 +73,9 @@ class Authorizer:
         if self.open_access:
             return sorted(wanted)
         identity, resource = self.store.policies_for(principal.user_id, repository)
+        registry = self.registry_settings.registry_policy()
         return sorted(scope for scope in wanted if self._evaluate(
-            principal, identity, resource, sorted(SCOPE_ACTIONS[scope]), repository))
+            principal, identity, resource, sorted(SCOPE_ACTIONS[scope]), repository, registry))
 
     def visible(self, principal: Principal, repositories: list[str],
                 actions: Iterable[str] = VISIBLE_WITH) -> list[str]:
@@ -64,17 +84,22 @@ class Authorizer:
             return repositories
         identity, _ = self.store.policies_for(principal.user_id, None)
         resources = self.store.repository_policies(repositories)
+        registry = self.registry_settings.registry_policy()
         return [name for name in repositories if any(
-            self._evaluate(principal, identity, resources.get(name), [action], name)
+            self._evaluate(principal, identity, resources.get(name), [action], name, registry)
             for action in actions)]
 
     def _evaluate(self, principal: Principal, identity: list[str], resource: str | None,
-                  actions: list[str], repository: str | None) -> bool:
+                  actions: list[str], repository: str | None, registry: str | None) -> bool:
+        """Identity, repository and registry policies together: explicit Deny in any of them
+        wins, then any Allow."""
         policies: list[tuple[Policy, PolicyKind]] = []
         for text in identity:
             policies.append((_parse(text, PolicyKind.IDENTITY), PolicyKind.IDENTITY))
         if resource is not None:
             policies.append((_parse(resource, PolicyKind.REPOSITORY), PolicyKind.REPOSITORY))
+        if registry is not None:
+            policies.append((_parse(registry, PolicyKind.REGISTRY), PolicyKind.REGISTRY))
         caller = self.caller(principal)
         target = self.repository_arn(repository) if repository else "*"
         return all(evaluate(policies, caller, action, target) for action in actions)

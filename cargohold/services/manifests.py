@@ -1,10 +1,9 @@
-"""Manifests, tags and referrers: the registry's rules for what may be pushed and listed."""
+"""Manifests and tags: the registry's rules for what may be pushed and listed."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from cargohold.services.storage import Storage
 from cargohold.storage.metadata import (
@@ -16,7 +15,7 @@ from cargohold.storage.metadata import (
 )
 from cargohold.wire.digest import digest_of, is_digest, parse_digest
 from cargohold.wire.errors import ErrorCode, RegistryError
-from cargohold.wire.manifest import OCI_INDEX, parse_manifest
+from cargohold.wire.manifest import parse_manifest
 from cargohold.wire.names import TAG_PATTERN, validate_tag
 
 
@@ -108,23 +107,6 @@ class ManifestService:
         if names is None:
             raise RegistryError(ErrorCode.NAME_UNKNOWN, detail={"name": repository})
         return names
-
-    async def referrers(self, repository: str, subject: str,
-                        artifact_type: str | None) -> dict[str, Any]:
-        """The OCI image index of manifests whose `subject` is the given digest."""
-        digest = str(parse_digest(subject))
-        records = await self.storage.read(self.storage.metadata.referrers, repository, digest,
-                                        artifact_type)
-        descriptors = []
-        for record in records:
-            descriptor: dict[str, Any] = {"mediaType": record.media_type,
-                                          "digest": record.digest, "size": record.size}
-            if record.artifact_type:
-                descriptor["artifactType"] = record.artifact_type
-            if record.annotations:
-                descriptor["annotations"] = record.annotations
-            descriptors.append(descriptor)
-        return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors}
 
     async def catalog(self, last: str | None, limit: int | None) -> list[str]:
         return await self.storage.db(self.storage.metadata.list_repositories, last, limit)

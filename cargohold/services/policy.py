@@ -2,7 +2,8 @@
 
 Evaluation follows IAM: an explicit Deny in any applicable statement wins; otherwise any Allow
 grants; otherwise the request is denied. Identity policies (attached to users) name resources;
-repository policies name principals and apply to their repository.
+repository policies name principals and apply to their repository; the registry policy names
+principals and resources and applies registry-wide.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class PolicyError(ValueError):
 class PolicyKind(Enum):
     IDENTITY = "identity"
     REPOSITORY = "repository"
+    REGISTRY = "registry"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +119,8 @@ def parse_policy(text: str, kind: PolicyKind) -> Policy:
             if "Principal" not in item:
                 raise PolicyError(f"{where}: Principal is required")
             principals = _principals(item["Principal"])
+            if kind is PolicyKind.REGISTRY and "Resource" not in item:
+                raise PolicyError(f"{where}: Resource is required in a registry policy")
             resources = (_strings(item["Resource"], f"{where}.Resource")
                          if "Resource" in item else None)
         statements.append(Statement(effect, actions, resources, principals))
@@ -157,7 +161,7 @@ def evaluate(policies: Iterable[tuple[Policy, PolicyKind]], caller: Caller, acti
             if statement.resources is not None and not _matches_any(statement.resources,
                                                                      resource):
                 continue
-            if kind is PolicyKind.REPOSITORY and not _principal_matches(
+            if kind is not PolicyKind.IDENTITY and not _principal_matches(
                     statement.principals or (), caller):
                 continue
             if kind is PolicyKind.IDENTITY and caller.anonymous:

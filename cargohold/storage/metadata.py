@@ -18,6 +18,7 @@ from sqlalchemy import (
 )
 
 from cargohold.storage.database import Database
+from cargohold.storage.ecr_settings import apply_creation_template
 from cargohold.storage.schema import (
     blobs,
     manifest_references,
@@ -151,9 +152,14 @@ class MetadataStore:
             return repo_id
         if not create:
             raise RepositoryNotFound(name)
-        conn.execute(self._insert(repositories)
-                     .values(name=name, created_at=now_us())
-                     .on_conflict_do_nothing(index_elements=["name"]))
+        created = conn.execute(self._insert(repositories)
+                               .values(name=name, created_at=now_us())
+                               .on_conflict_do_nothing(index_elements=["name"])
+                               .returning(repositories.c.id)).scalar_one_or_none()
+        if created is not None:
+            # Created by a push: its creation template (if any) configures it right here.
+            apply_creation_template(conn, self._insert, created, name)
+            return int(created)
         repo_id = self._repository_id(conn, name)
         assert repo_id is not None
         return repo_id
@@ -431,22 +437,3 @@ class MetadataStore:
             if limit is not None:
                 query = query.limit(limit)
             return list(conn.execute(query).scalars())
-
-    def referrers(self, repository: str, subject: str,
-                  artifact_type: str | None) -> list[ReferrerRecord]:
-        query = (
-            select(manifests.c.digest, manifests.c.media_type, manifests.c.size,
-                   manifests.c.artifact_type, manifests.c.annotations)
-            .join(repositories, repositories.c.id == manifests.c.repository_id)
-            .where(repositories.c.name == repository, manifests.c.subject_digest == subject)
-            .order_by(manifests.c.pushed_at, manifests.c.id)
-        )
-        if artifact_type is not None:
-            query = query.where(manifests.c.artifact_type == artifact_type)
-        with self._read() as conn:
-            rows = conn.execute(query).all()
-        return [
-            ReferrerRecord(row.digest, row.media_type, row.size, row.artifact_type,
-                           json.loads(row.annotations) if row.annotations else None)
-            for row in rows
-        ]

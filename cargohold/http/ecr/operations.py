@@ -410,3 +410,11 @@ OPERATIONS: dict[str, OperationSpec] = {
     "GetDownloadUrlForLayer": OperationSpec(get_download_url_for_layer, _named),
     "GetAuthorizationToken": OperationSpec(get_authorization_token, _registry),
 }
+
+from cargohold.http.ecr.referrers import REFERRERS_OPERATIONS  # noqa: E402
+from cargohold.http.ecr.registry_settings import REGISTRY_SETTINGS_OPERATIONS  # noqa: E402
+from cargohold.http.ecr.templates import TEMPLATE_OPERATIONS  # noqa: E402
+
+OPERATIONS.update(REFERRERS_OPERATIONS)
+OPERATIONS.update(REGISTRY_SETTINGS_OPERATIONS)
+OPERATIONS.update(TEMPLATE_OPERATIONS)

@@ -67,6 +67,8 @@ RepositoriesOf = Callable[[dict[str, Any]], list[str] | None]
 class OperationSpec:
     handler: Operation
     repositories: RepositoriesOf
+    # The IAM action authorised, when ECR documents another than `ecr:<Operation>`.
+    action: str | None = None
 
 
 def _response(status: int, body: dict[str, Any], request_id: str) -> web.Response:
@@ -130,13 +132,13 @@ def make_endpoint(operations: dict[str, OperationSpec]) -> Callable[[web.Request
                                f"registryIds may only name this registry ({registry_id})")
             targets = spec.repositories(params)
             request["repository"] = targets[0] if targets else None
+            action = spec.action or f"ecr:{name}"
             for target in targets if targets is not None else [None]:
-                if not await storage.db(authorizer.is_allowed, principal, f"ecr:{name}",
-                                        target):
+                if not await storage.db(authorizer.is_allowed, principal, action, target):
                     resource = authorizer.repository_arn(target) if target else "*"
                     raise EcrError("AccessDeniedException",
                                    f"User: {identity.user_arn(principal.name or '')} is not "
-                                   f"authorized to perform: ecr:{name} on resource: {resource}",
+                                   f"authorized to perform: {action} on resource: {resource}",
                                    400)
             call = Call(request, principal, key_id, registry_id, authorizer.region)
             result = await spec.handler(call, params)

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from cargohold.http.auth import authorize, may
+from cargohold.http.auth import authorize
 from cargohold.http.blobresponse import send_file
-from cargohold.http.keys import BLOBS_KEY, UPLOADS_KEY
+from cargohold.http.keys import ACCOUNT_SETTINGS_KEY, AUTHORIZER_KEY, BLOBS_KEY, UPLOADS_KEY
 from cargohold.http.v2.common import (
     body_stream,
     chunk_range,
     content_length,
     repository_name,
 )
-from cargohold.services.actions import COMPLETE_UPLOAD, GET_DOWNLOAD_URL, UPLOAD_PART
+from cargohold.services.actions import COMPLETE_UPLOAD, UPLOAD_PART
 from cargohold.services.blobs import UploadState
+from cargohold.services.mounts import mount
+from cargohold.wire.digest import parse_digest
 from cargohold.wire.errors import ErrorCode, RegistryError
-from cargohold.wire.names import validate_name
 
 
 async def get_blob(request: web.Request) -> web.StreamResponse:
@@ -61,11 +62,11 @@ async def start_upload(request: web.Request) -> web.Response:
     uploads = request.app[UPLOADS_KEY]
     query = request.query
     if "mount" in query:
-        source = query.get("from")
-        # Mounting reads the source: without pull access there, fall back to an upload.
-        if (source and await may(request, GET_DOWNLOAD_URL, validate_name(source))
-                and await uploads.mount(name, query["mount"], source)):
-            return _created(name, query["mount"])
+        # Mounting reads the source (named by `from`, or discovered): without pull access
+        # there, or with mounting disabled, fall back to an upload.
+        if await mount(uploads, request.app[AUTHORIZER_KEY], request.app[ACCOUNT_SETTINGS_KEY],
+                       request["principal"], name, query["mount"], query.get("from")):
+            return _created(name, str(parse_digest(query["mount"])))
         return _upload_response(name, await uploads.start(name), 202)
     if "digest" in query:
         # A single-request upload is also the part and the completion.

@@ -1,8 +1,6 @@
-"""Manifests (end-3, end-7, end-9), tag listing (end-8), referrers (end-12) and the catalog."""
+"""Manifests (end-3, end-7, end-9), tag listing (end-8) and the catalog."""
 
 from __future__ import annotations
-
-import json
 
 from aiohttp import web
 
@@ -14,7 +12,6 @@ from cargohold.http.v2.common import (
     repository_name,
 )
 from cargohold.services.manifests import manifest_too_large
-from cargohold.wire.manifest import OCI_INDEX
 
 CATALOG_BATCH = 1000
 
@@ -112,17 +109,3 @@ async def catalog(request: web.Request) -> web.Response:
     if wanted is not None:
         shown = shown[:wanted]
     return paginated(request, "repositories", shown, limit, {})
-
-
-async def referrers(request: web.Request) -> web.Response:
-    name = repository_name(request)
-    artifact_type = request.query.get("artifactType") or None
-    index = await request.app[MANIFESTS_KEY].referrers(name, request.match_info["digest"],
-                                                       artifact_type)
-    headers = {"Content-Type": OCI_INDEX}
-    if artifact_type is not None:
-        headers["OCI-Filters-Applied"] = "artifactType"
-    return web.Response(status=200, body=json.dumps(index).encode(), headers=headers)
-
-
-

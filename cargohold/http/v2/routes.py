@@ -6,7 +6,7 @@ from aiohttp import web
 
 from cargohold.http import auth
 from cargohold.http.auth import guarded
-from cargohold.http.v2 import blobs, manifests
+from cargohold.http.v2 import blobs, manifests, referrers
 from cargohold.services import actions as ecr
 
 
@@ -41,4 +41,4 @@ def add_routes(app: web.Application) -> None:
     r.add_delete(manifest, guarded(ecr.DELETE_IMAGE, manifests.delete_manifest))
     r.add_get("/v2/{name:.+}/tags/list", guarded(ecr.BATCH_GET_IMAGE, manifests.list_tags))
     r.add_get("/v2/{name:.+}/referrers/{digest}",
-              guarded(ecr.BATCH_GET_IMAGE, manifests.referrers))
+              guarded(ecr.BATCH_GET_IMAGE, referrers.referrers))
