@@ -8,10 +8,12 @@ from typing import Any
 
 from cargohold.services.storage import Storage
 from cargohold.storage.metadata import (
+    DeclaredReference,
     ManifestRecord,
     MissingReferences,
     NewManifest,
     RepositoryNotFound,
+    SizeMismatch,
     TagImmutable,
 )
 from cargohold.wire.digest import digest_of, is_digest, parse_digest
@@ -73,6 +75,8 @@ class ManifestService:
             annotations=parsed.annotations,
             blob_digests=frozenset(parsed.required_blobs()),
             child_digests=frozenset(parsed.required_manifests()),
+            declared=tuple(DeclaredReference(where, kind, d.digest, d.size)
+                           for where, kind, d in parsed.declared_references()),
         )
         try:
             outcome = await self.storage.db(self.storage.metadata.put_manifest, repository,
@@ -84,6 +88,12 @@ class ManifestService:
                                 "are immutable", {"tag": exc.tag, "immutable": True}) from None
         except RepositoryNotFound:
             raise RegistryError(ErrorCode.NAME_UNKNOWN, detail={"name": repository}) from None
+        except SizeMismatch as exc:
+            raise RegistryError(ErrorCode.MANIFEST_INVALID,
+                                f"{exc.where}: size {exc.declared} does not match the stored "
+                                f"content of {exc.digest} ({exc.stored} bytes)",
+                                {"descriptor": exc.where, "digest": exc.digest,
+                                 "size": exc.declared, "storedSize": exc.stored}) from None
         except MissingReferences as exc:
             raise RegistryError(ErrorCode.MANIFEST_BLOB_UNKNOWN,
                                 detail={"blobs": exc.blobs, "manifests": exc.manifests}) from None

@@ -14,9 +14,11 @@ from cargohold.http.v2.common import (
     repository_name,
 )
 from cargohold.services.manifests import manifest_too_large
-from cargohold.wire.manifest import OCI_INDEX
+from cargohold.wire.errors import ErrorCode, RegistryError
+from cargohold.wire.manifest import OCI_INDEX, is_media_type
 
 CATALOG_BATCH = 1000
+MAX_ECHOED = 300  # of an invalid value, in an error's detail
 
 
 async def get_manifest(request: web.Request) -> web.Response:
@@ -117,6 +119,9 @@ async def catalog(request: web.Request) -> web.Response:
 async def referrers(request: web.Request) -> web.Response:
     name = repository_name(request)
     artifact_type = request.query.get("artifactType") or None
+    if artifact_type is not None and not is_media_type(artifact_type):
+        raise RegistryError(ErrorCode.UNSUPPORTED, "artifactType is not a valid media type",
+                            {"artifactType": artifact_type[:MAX_ECHOED]})
     index = await request.app[MANIFESTS_KEY].referrers(name, request.match_info["digest"],
                                                        artifact_type)
     headers = {"Content-Type": OCI_INDEX}
