@@ -142,6 +142,14 @@ def _subject(doc: dict[str, Any], seed: Seed) -> None:
     doc["subject"] = {**seed.image_descriptor, "size": len(seed.image) + 1}
 
 
+def _subject_media_type(doc: dict[str, Any], seed: Seed) -> None:
+    doc["subject"] = {**seed.image_descriptor, "mediaType": DOCKER_MANIFEST}
+
+
+def _child_media_type(doc: dict[str, Any], seed: Seed) -> None:
+    doc["manifests"][0]["mediaType"] = DOCKER_MANIFEST
+
+
 def _child_size(size: Callable[[int], int]) -> Callable[[dict[str, Any], Seed], None]:
     def mutate(doc: dict[str, Any], seed: Seed) -> None:
         doc["manifests"][0]["size"] = size(doc["manifests"][0]["size"])
@@ -214,6 +222,9 @@ CASES: list[Case] = [
     Case("subject-size", _image(_subject), names="subject"),
     Case("index-child-size-plus-1", _index(_child_size(lambda s: s + 1)), names="manifests[0]"),
     Case("index-child-size-0", _index(_child_size(lambda s: 0)), names="manifests[0]"),
+    # A stored manifest named with another media type.
+    Case("subject-media-type", _image(_subject_media_type), names="subject"),
+    Case("index-child-media-type", _index(_child_media_type), names="manifests[0]"),
     # Sizes that are not int64 values.
     Case("size-2^64", _image(_layer_size(1, 2**64)), names="layers[1]"),
     Case("size-10^30", _image(_layer_size(1, 10**30)), names="layers[1]"),

@@ -9,11 +9,11 @@ from typing import Any
 from cargohold.services.storage import Storage
 from cargohold.storage.metadata import (
     DeclaredReference,
+    DescriptorMismatch,
     ManifestRecord,
     MissingReferences,
     NewManifest,
     RepositoryNotFound,
-    SizeMismatch,
     TagImmutable,
 )
 from cargohold.wire.digest import digest_of, is_digest, parse_digest
@@ -75,7 +75,7 @@ class ManifestService:
             annotations=parsed.annotations,
             blob_digests=frozenset(parsed.required_blobs()),
             child_digests=frozenset(parsed.required_manifests()),
-            declared=tuple(DeclaredReference(where, kind, d.digest, d.size)
+            declared=tuple(DeclaredReference(where, kind, d.digest, d.size, d.media_type)
                            for where, kind, d in parsed.declared_references()),
         )
         try:
@@ -88,12 +88,12 @@ class ManifestService:
                                 "are immutable", {"tag": exc.tag, "immutable": True}) from None
         except RepositoryNotFound:
             raise RegistryError(ErrorCode.NAME_UNKNOWN, detail={"name": repository}) from None
-        except SizeMismatch as exc:
+        except DescriptorMismatch as exc:
             raise RegistryError(ErrorCode.MANIFEST_INVALID,
-                                f"{exc.where}: size {exc.declared} does not match the stored "
-                                f"content of {exc.digest} ({exc.stored} bytes)",
+                                f"{exc.where}: {exc.field} {exc.declared!r} does not match the "
+                                f"stored content of {exc.digest} ({exc.stored!r})",
                                 {"descriptor": exc.where, "digest": exc.digest,
-                                 "size": exc.declared, "storedSize": exc.stored}) from None
+                                 exc.field: exc.declared, "stored": exc.stored}) from None
         except MissingReferences as exc:
             raise RegistryError(ErrorCode.MANIFEST_BLOB_UNKNOWN,
                                 detail={"blobs": exc.blobs, "manifests": exc.manifests}) from None

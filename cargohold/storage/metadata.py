@@ -47,13 +47,16 @@ class MissingReferences(Exception):
         self.manifests = list(manifests)
 
 
-class SizeMismatch(Exception):
-    """A descriptor declares a size other than that of the stored content it names."""
+class DescriptorMismatch(Exception):
+    """A descriptor declares a size (or, for a manifest, a media type) other than that of the
+    stored content it names."""
 
-    def __init__(self, where: str, digest: str, declared: int, stored: int) -> None:
-        super().__init__(f"{where}: {digest} declared {declared} bytes, stored {stored}")
+    def __init__(self, where: str, digest: str, field: str, declared: int | str,
+                 stored: int | str) -> None:
+        super().__init__(f"{where}: {digest} declares {field} {declared!r}, stored {stored!r}")
         self.where = where
         self.digest = digest
+        self.field = field
         self.declared = declared
         self.stored = stored
 
@@ -103,6 +106,7 @@ class DeclaredReference:
     kind: str
     digest: str
     size: int
+    media_type: str | None = None  # checked against a stored manifest's media type
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,7 +331,7 @@ class MetadataStore:
     @staticmethod
     def _check_references(conn: Connection, repo_id: int, manifest: NewManifest) -> None:
         """Refuse a manifest naming content the repository lacks (MissingReferences) or
-        declaring a size other than the stored one (SizeMismatch)."""
+        describing it otherwise than stored (DescriptorMismatch)."""
         blob_sizes: dict[str, int] = {}
         wanted_blobs = set(manifest.blob_digests) | {
             ref.digest for ref in manifest.declared if ref.kind == "blob"}
@@ -337,22 +341,28 @@ class MetadataStore:
                 .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
                 .where(repository_blobs.c.repository_id == repo_id,
                        blobs.c.digest.in_(wanted_blobs))).all())
-        manifest_sizes: dict[str, int] = {}
+        stored_manifests: dict[str, tuple[int, str]] = {}
         wanted_manifests = set(manifest.child_digests) | {
             ref.digest for ref in manifest.declared if ref.kind == "manifest"}
         if wanted_manifests:
-            manifest_sizes = dict(conn.execute(
-                select(manifests.c.digest, manifests.c.size).where(
+            stored_manifests = {row.digest: (row.size, row.media_type) for row in conn.execute(
+                select(manifests.c.digest, manifests.c.size, manifests.c.media_type).where(
                     manifests.c.repository_id == repo_id,
-                    manifests.c.digest.in_(wanted_manifests))).all())
+                    manifests.c.digest.in_(wanted_manifests)))}
         missing_blobs = set(manifest.blob_digests) - blob_sizes.keys()
-        missing_children = set(manifest.child_digests) - manifest_sizes.keys()
+        missing_children = set(manifest.child_digests) - stored_manifests.keys()
         if missing_blobs or missing_children:
             raise MissingReferences(sorted(missing_blobs), sorted(missing_children))
         for ref in manifest.declared:
-            stored = (blob_sizes if ref.kind == "blob" else manifest_sizes).get(ref.digest)
-            if stored is not None and stored != ref.size:
-                raise SizeMismatch(ref.where, ref.digest, ref.size, stored)
+            if ref.kind == "blob":
+                size, media_type = blob_sizes.get(ref.digest), None
+            else:
+                size, media_type = stored_manifests.get(ref.digest, (None, None))
+            if size is not None and size != ref.size:
+                raise DescriptorMismatch(ref.where, ref.digest, "size", ref.size, size)
+            if media_type is not None and ref.media_type and media_type != ref.media_type:
+                raise DescriptorMismatch(ref.where, ref.digest, "mediaType", ref.media_type,
+                                         media_type)
 
     def put_manifest(self, repository: str, manifest: NewManifest, tag_names: Sequence[str], *,
                      create: bool) -> ManifestPut:
