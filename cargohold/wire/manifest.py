@@ -26,6 +26,7 @@ DOCKER_SCHEMA1 = (
 # A descriptor's size is an int64 in the image spec; JSON numbers beyond it are refused.
 MAX_DESCRIPTOR_SIZE = 2**63 - 1
 _BOM = b"\xef\xbb\xbf"
+_ECHOED = 200  # characters of an offending value shown in an error
 
 IMAGE_MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
@@ -98,7 +99,8 @@ class ParsedManifest:
 
     def declared_references(self) -> list[tuple[str, str, Descriptor]]:
         """(where, kind, descriptor) of every descriptor naming stored content: the registry
-        checks each one's size against what it holds. `kind` is "blob" or "manifest"."""
+        checks each one's size (and a manifest's media type) against what it holds. `kind` is
+        "blob" or "manifest"; a "manifest" that is not stored is checked only if required."""
         required = self.required_blobs()
         named: list[tuple[str, str, Descriptor]] = []
         if self.config is not None:
@@ -212,7 +214,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     document = dict(pairs)
     if len(document) != len(pairs):
         seen: set[str] = set()
-        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
+        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))[:_ECHOED]
         raise _invalid(f"manifest has duplicate key {duplicate!r}", {"key": duplicate})
     return document
 

@@ -25,7 +25,7 @@ def repository_name(request: web.Request) -> str:
     # path_safe keeps %2F encoded: the name must appear in it verbatim.
     if not request.rel_url.path_safe.startswith(f"/v2/{name}/"):
         raise RegistryError(ErrorCode.NAME_INVALID, "a repository name may not contain an "
-                            "encoded slash (%2F)", {"name": name})
+                            "encoded slash or percent sign (%2F, %25)", {"name": name})
     return validate_name(name)
 
 
