@@ -188,6 +188,22 @@ def test_body_longer_than_content_length(registry_url: str, populated: Populated
                         method="HEAD").status_code == 404
 
 
+@pytest.mark.parametrize("raw", [
+    b"PUT /v2/{repo}/manifests/keep HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n{}",
+    b"PUT /v2/{repo}/manifests/keep HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+    b"Content-Length: 3\r\n\r\n{} ",
+    b"PUT /v2/{repo}/manifests/keep HTTP/1.1\r\nHost: x\r\nContent-Length: -2\r\n\r\n{}",
+    b"GET /v2/{repo}/tags/list HTTP/1.1\r\nHost: x\r\nBad Header: v\r\n\r\n",
+    b"GET /v2/{repo}/tags/list HTTP/9.9\r\nHost: x\r\n\r\n",
+    b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n",
+], ids=["chunked-and-length", "two-lengths", "negative-length", "space-in-header-name",
+        "http-9.9", "tls-hello"])
+def test_other_malformed_requests(registry_url: str, populated: Populated, raw: bytes) -> None:
+    for reply in exchange(registry_url, raw.replace(b"{repo}", populated.repo.encode())):
+        assert_envelope(reply, (400, 505), "UNSUPPORTED")
+
+
 def test_server_still_answers(registry_url: str) -> None:
     assert request("GET", f"{registry_url}/v2/").status_code == 200
 
