@@ -85,11 +85,12 @@ def assert_envelope(reply: Reply, status: int | tuple[int, ...], code: str | tup
     assert_error(reply, status, code)  # type: ignore[arg-type]  # same shape as RawResponse
 
 
-def http(method: str, path: str, *headers: str, body: bytes = b"") -> bytes:
+def http(method: str, path: str, *headers: str, body: bytes = b"", close: bool = True) -> bytes:
     lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", *headers]
     if body and not any(h.lower().startswith("content-length") for h in headers):
         lines.append(f"Content-Length: {len(body)}")
-    lines.append("Connection: close")
+    if close:
+        lines.append("Connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
@@ -176,12 +177,14 @@ def test_duplicated_content_type(registry_url: str, populated: Populated) -> Non
                         method="HEAD").status_code == 404
 
 
-def test_body_longer_than_content_length(registry_url: str, populated: Populated) -> None:
+@pytest.mark.parametrize("close", [True, False], ids=["connection-close", "keep-alive"])
+def test_body_longer_than_content_length(registry_url: str, populated: Populated,
+                                         close: bool) -> None:
     body = build_image(registry_url, populated.repo).body
     declared = len(body) // 2  # the declared part is not a valid manifest
     replies = exchange(registry_url, http(
         "PUT", f"/v2/{populated.repo}/manifests/keep", f"Content-Type: {OCI_MANIFEST}",
-        f"Content-Length: {declared}", body=body))
+        f"Content-Length: {declared}", body=body, close=close))
     for reply in replies:  # the request (if parsed) and the trailing bytes
         assert_envelope(reply, 400, ("MANIFEST_INVALID", "UNSUPPORTED"))
     assert get_manifest(registry_url, populated.repo, sha256(body),

@@ -32,6 +32,7 @@ from cargohold.wire.errors import ErrorCode, RegistryError
 MAX_REQUEST_LINE = 64 * 1024
 MAX_HEADER_FIELD = 16 * 1024
 MAX_MESSAGE_SHOWN = 300
+log = logging.getLogger(__name__)
 
 
 class EnvelopeRequestHandler(RequestHandler):
@@ -40,9 +41,16 @@ class EnvelopeRequestHandler(RequestHandler):
     def handle_error(self, request: BaseRequest, status: int = 500,
                      exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
-        # The parent logs the failure and refuses when a response is already under way.
-        super().handle_error(request, status, exc, message)
+        if status >= 500:
+            # The parent logs the traceback and refuses when a response is under way.
+            super().handle_error(request, status, exc, message)
+        elif request.writer.output_size > 0:
+            raise ConnectionError("a response is already under way; cannot send an error")
         error = parser_error(status, exc, message, self.max_line_size)
+        if status < 500:
+            # A client's malformed request is not a server fault: one line, no traceback.
+            log.info("refused a malformed request from %s: %s %s", request.remote,
+                     error.status, error.message)
         response = web.Response(status=error.status, body=json.dumps(error.body()).encode(),
                                 content_type="application/json",
                                 headers={**API_VERSION_HEADER, **error.headers})
