@@ -16,10 +16,9 @@ import socket
 import sys
 from types import FrameType
 
-from aiohttp import web
-
 from cargohold.config import Settings
 from cargohold.http.app import create_app, identity_service
+from cargohold.http.serving import run_app
 from cargohold.services.bootstrap import bootstrap_administrator
 from cargohold.services.storage import Storage
 
@@ -72,8 +71,7 @@ def bind(settings: Settings) -> socket.socket:
 def run_worker(settings: Settings, sock: socket.socket) -> None:
     configure_logging(settings.log_level)
     app = create_app(settings)
-    web.run_app(app, sock=sock, print=None, access_log=log if settings.access_log else None,
-                handle_signals=True, shutdown_timeout=10)
+    run_app(app, sock, access_log=log if settings.access_log else None, shutdown_timeout=10)
 
 
 def serve(settings: Settings) -> None:

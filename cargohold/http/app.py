@@ -27,6 +27,7 @@ from cargohold.http.keys import (
     TEMPLATES_KEY,
     UPLOADS_KEY,
 )
+from cargohold.http.strict import single_valued_query_middleware
 from cargohold.http.v2.routes import add_routes
 from cargohold.services.account_settings import AccountSettings
 from cargohold.services.audit import AuditLog
@@ -59,6 +60,7 @@ def create_app(settings: Settings) -> web.Application:
     # No client_max_size cap: blob bodies are streamed, manifests are bounded by their handler.
     app = web.Application(middlewares=[error_middleware, auth.auth_middleware],
                           client_max_size=0)
+    app.middlewares.append(single_valued_query_middleware)
     storage = Storage.from_settings(settings)
     app[STORAGE_KEY] = storage
     app[BLOBS_KEY] = BlobService(storage)

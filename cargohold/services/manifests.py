@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from cargohold.services.storage import Storage
 from cargohold.storage.metadata import (
+    DeclaredReference,
+    DescriptorMismatch,
     ManifestRecord,
     MissingReferences,
     NewManifest,
@@ -72,6 +74,8 @@ class ManifestService:
             annotations=parsed.annotations,
             blob_digests=frozenset(parsed.required_blobs()),
             child_digests=frozenset(parsed.required_manifests()),
+            declared=tuple(DeclaredReference(where, kind, d.digest, d.size, d.media_type)
+                           for where, kind, d in parsed.declared_references()),
         )
         try:
             outcome = await self.storage.db(self.storage.metadata.put_manifest, repository,
@@ -83,6 +87,12 @@ class ManifestService:
                                 "are immutable", {"tag": exc.tag, "immutable": True}) from None
         except RepositoryNotFound:
             raise RegistryError(ErrorCode.NAME_UNKNOWN, detail={"name": repository}) from None
+        except DescriptorMismatch as exc:
+            raise RegistryError(ErrorCode.MANIFEST_INVALID,
+                                f"{exc.where}: {exc.field} {exc.declared!r} does not match the "
+                                f"stored content of {exc.digest} ({exc.stored!r})",
+                                {"descriptor": exc.where, "digest": exc.digest,
+                                 exc.field: exc.declared, "stored": exc.stored}) from None
         except MissingReferences as exc:
             raise RegistryError(ErrorCode.MANIFEST_BLOB_UNKNOWN,
                                 detail={"blobs": exc.blobs, "manifests": exc.manifests}) from None

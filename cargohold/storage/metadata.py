@@ -48,6 +48,20 @@ class MissingReferences(Exception):
         self.manifests = list(manifests)
 
 
+class DescriptorMismatch(Exception):
+    """A descriptor declares a size (or, for a manifest, a media type) other than that of the
+    stored content it names."""
+
+    def __init__(self, where: str, digest: str, field: str, declared: int | str,
+                 stored: int | str) -> None:
+        super().__init__(f"{where}: {digest} declares {field} {declared!r}, stored {stored!r}")
+        self.where = where
+        self.digest = digest
+        self.field = field
+        self.declared = declared
+        self.stored = stored
+
+
 class TagImmutable(Exception):
     """The repository's tag mutability forbids moving this existing tag."""
 
@@ -82,6 +96,21 @@ class ReferrerRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class DeclaredReference:
+    """A descriptor of a manifest that names stored content: where it is, and what it claims.
+
+    kind "blob" names a blob of the repository, "manifest" a manifest of it. A "manifest"
+    reference that is not stored and not in `child_digests` (a subject) is not required.
+    """
+
+    where: str
+    kind: str
+    digest: str
+    size: int
+    media_type: str | None = None  # checked against a stored manifest's media type
+
+
+@dataclass(frozen=True, slots=True)
 class NewManifest:
     """A validated manifest ready to be recorded."""
 
@@ -94,6 +123,7 @@ class NewManifest:
     annotations: dict[str, str] | None
     blob_digests: frozenset[str]
     child_digests: frozenset[str]
+    declared: tuple[DeclaredReference, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,33 +335,49 @@ class MetadataStore:
         return ManifestRecord(row.digest, row.media_type, row.size, bytes(row.content))
 
     @staticmethod
-    def _missing(conn: Connection, repo_id: int,
-                 manifest: NewManifest) -> MissingReferences | None:
-        missing_blobs: set[str] = set()
-        if manifest.blob_digests:
-            present = set(conn.execute(select(repository_blobs.c.digest).where(
-                repository_blobs.c.repository_id == repo_id,
-                repository_blobs.c.digest.in_(manifest.blob_digests))).scalars())
-            missing_blobs = set(manifest.blob_digests) - present
-        missing_children: set[str] = set()
-        if manifest.child_digests:
-            present = set(conn.execute(select(manifests.c.digest).where(
-                manifests.c.repository_id == repo_id,
-                manifests.c.digest.in_(manifest.child_digests))).scalars())
-            missing_children = set(manifest.child_digests) - present
+    def _check_references(conn: Connection, repo_id: int, manifest: NewManifest) -> None:
+        """Refuse a manifest naming content the repository lacks (MissingReferences) or
+        describing it otherwise than stored (DescriptorMismatch)."""
+        blob_sizes: dict[str, int] = {}
+        wanted_blobs = set(manifest.blob_digests) | {
+            ref.digest for ref in manifest.declared if ref.kind == "blob"}
+        if wanted_blobs:
+            blob_sizes = dict(conn.execute(
+                select(blobs.c.digest, blobs.c.size)
+                .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
+                .where(repository_blobs.c.repository_id == repo_id,
+                       blobs.c.digest.in_(wanted_blobs))).all())
+        stored_manifests: dict[str, tuple[int, str]] = {}
+        wanted_manifests = set(manifest.child_digests) | {
+            ref.digest for ref in manifest.declared if ref.kind == "manifest"}
+        if wanted_manifests:
+            stored_manifests = {row.digest: (row.size, row.media_type) for row in conn.execute(
+                select(manifests.c.digest, manifests.c.size, manifests.c.media_type).where(
+                    manifests.c.repository_id == repo_id,
+                    manifests.c.digest.in_(wanted_manifests)))}
+        missing_blobs = set(manifest.blob_digests) - blob_sizes.keys()
+        missing_children = set(manifest.child_digests) - stored_manifests.keys()
         if missing_blobs or missing_children:
-            return MissingReferences(sorted(missing_blobs), sorted(missing_children))
-        return None
+            raise MissingReferences(sorted(missing_blobs), sorted(missing_children))
+        for ref in manifest.declared:
+            if ref.kind == "blob":
+                size, media_type = blob_sizes.get(ref.digest), None
+            else:
+                size, media_type = stored_manifests.get(ref.digest, (None, None))
+            if size is not None and size != ref.size:
+                raise DescriptorMismatch(ref.where, ref.digest, "size", ref.size, size)
+            if media_type is not None and ref.media_type and media_type != ref.media_type:
+                raise DescriptorMismatch(ref.where, ref.digest, "mediaType", ref.media_type,
+                                         media_type)
 
     def put_manifest(self, repository: str, manifest: NewManifest, tag_names: Sequence[str], *,
                      create: bool) -> ManifestPut:
-        """Record a manifest and point tags at it, atomically; refuse dangling references and
-        moves of immutable tags."""
+        """Record a manifest and point tags at it, atomically; refuse dangling references,
+        descriptors whose size disagrees with the stored content, and moves of immutable tags.
+        A refusal rolls the whole transaction back, a repository created on push included."""
         with self._write() as conn:
             repo_id = self._ensure_repository(conn, repository, create)
-            missing = self._missing(conn, repo_id, manifest)
-            if missing is not None:
-                raise missing
+            self._check_references(conn, repo_id, manifest)
             now = now_us()
             manifest_id = self._manifest_id(conn, repo_id, manifest.digest)
             created = manifest_id is None

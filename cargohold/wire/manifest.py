@@ -23,6 +23,11 @@ DOCKER_SCHEMA1 = (
     "application/vnd.docker.distribution.manifest.v1+prettyjws",
 )
 
+# A descriptor's size is an int64 in the image spec; JSON numbers beyond it are refused.
+MAX_DESCRIPTOR_SIZE = 2**63 - 1
+_BOM = b"\xef\xbb\xbf"
+_ECHOED = 200  # characters of an offending value shown in an error
+
 IMAGE_MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 MANIFEST_TYPES = IMAGE_MANIFEST_TYPES | INDEX_TYPES
@@ -92,6 +97,22 @@ class ParsedManifest:
     def required_manifests(self) -> set[str]:
         return {child.digest for child in self.manifests}
 
+    def declared_references(self) -> list[tuple[str, str, Descriptor]]:
+        """(where, kind, descriptor) of every descriptor naming stored content: the registry
+        checks each one's size (and a manifest's media type) against what it holds. `kind` is
+        "blob" or "manifest"; a "manifest" that is not stored is checked only if required."""
+        required = self.required_blobs()
+        named: list[tuple[str, str, Descriptor]] = []
+        if self.config is not None:
+            named.append(("config", "blob", self.config))
+        named += [(f"layers[{i}]", "blob", layer) for i, layer in enumerate(self.layers)
+                  if layer.digest in required]
+        named += [(f"manifests[{i}]", "manifest", child)
+                  for i, child in enumerate(self.manifests)]
+        if self.subject is not None:
+            named.append(("subject", "manifest", self.subject))
+        return named
+
 
 def _invalid(message: str, detail: Any = None) -> RegistryError:
     return RegistryError(ErrorCode.MANIFEST_INVALID, message, detail)
@@ -127,8 +148,9 @@ def parse_descriptor(value: object, where: str) -> Descriptor:
     except RegistryError as exc:
         raise _invalid(f"{where}: {exc.message}", {"digest": raw_digest}) from None
     size = value.get("size")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise _invalid(f"{where}: size must be a non-negative integer", {"size": size})
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_DESCRIPTOR_SIZE:
+        raise _invalid(f"{where}: size must be an integer from 0 to 2^63-1",
+                       {"descriptor": where, "size": size})
     urls = value.get("urls")
     if urls is not None and not (
         isinstance(urls, list) and all(isinstance(u, str) for u in urls)
@@ -158,10 +180,13 @@ def _descriptor_list(document: dict[str, Any], key: str, required: bool) -> list
 
 
 def _detect_media_type(document: dict[str, Any], content_type: str) -> str:
+    """The manifest's media type; the body's `mediaType` and the Content-Type must agree."""
     declared = document.get("mediaType")
     if declared is not None and not isinstance(declared, str):
         raise _invalid("mediaType must be a string")
-    if declared and content_type and declared != content_type and content_type in MANIFEST_TYPES:
+    if declared == "":
+        raise _invalid("mediaType must not be empty", {"mediaType": declared})
+    if declared and content_type and declared != content_type:
         raise _invalid("mediaType does not match Content-Type",
                        {"mediaType": declared, "contentType": content_type})
     media_type = declared or (content_type if content_type in MANIFEST_TYPES else "")
@@ -172,25 +197,57 @@ def _detect_media_type(document: dict[str, Any], content_type: str) -> str:
         elif "config" in document:
             media_type = OCI_MANIFEST
     if media_type in DOCKER_SCHEMA1:
-        raise _invalid("Docker schema 1 manifests are not supported", {"mediaType": media_type})
+        raise schema1_unsupported(media_type)
     if media_type not in MANIFEST_TYPES:
         raise _invalid("unsupported manifest media type",
                        {"mediaType": media_type or content_type})
     return media_type
 
 
-def parse_manifest(content: bytes, content_type: str | None) -> ParsedManifest:
-    """Validate a pushed manifest and extract its references; refuse anything malformed."""
+def schema1_unsupported(media_type: str) -> RegistryError:
+    return _invalid("Docker schema 1 manifests are not supported; push schema 2 or OCI",
+                    {"mediaType": media_type})
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json object hook: a key given twice has two meanings, so the document is refused."""
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))[:_ECHOED]
+        raise _invalid(f"manifest has duplicate key {duplicate!r}", {"key": duplicate})
+    return document
+
+
+def _no_constant(name: str) -> Any:
+    raise _invalid(f"manifest is not valid JSON: {name} is not a JSON number")
+
+
+def strict_json(content: bytes) -> Any:
+    """Parse exactly one meaning out of the bytes: UTF-8 without BOM, no duplicate keys."""
+    if content.startswith(_BOM):
+        raise _invalid("manifest starts with a byte-order mark")
     try:
-        document = json.loads(content)
+        text = content.decode("utf-8")
+        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise _invalid(f"manifest is not valid JSON: {exc}") from None
+
+
+def parse_manifest(content: bytes, content_type: str | None) -> ParsedManifest:
+    """Validate a pushed manifest and extract its references; refuse anything malformed."""
+    content_media_type = base_media_type(content_type)
+    if content_media_type in DOCKER_SCHEMA1:
+        raise schema1_unsupported(content_media_type)
+    document = strict_json(content)
     if not isinstance(document, dict):
         raise _invalid("manifest must be a JSON object")
     schema_version = document.get("schemaVersion")
+    if schema_version == 1 and not isinstance(schema_version, bool):
+        raise schema1_unsupported(str(document.get("mediaType") or DOCKER_SCHEMA1[0]))
     if schema_version != 2 or isinstance(schema_version, bool):
         raise _invalid("schemaVersion must be 2", {"schemaVersion": schema_version})
-    media_type = _detect_media_type(document, base_media_type(content_type))
+    media_type = _detect_media_type(document, content_media_type)
     parsed = ParsedManifest(
         media_type=media_type,
         annotations=_annotations(document.get("annotations"), "manifest"),

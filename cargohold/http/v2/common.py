@@ -19,7 +19,14 @@ _CONTENT_RANGE = re.compile(r"^([0-9]+)-([0-9]+)$")  # the spec's exact grammar
 
 
 def repository_name(request: web.Request) -> str:
-    return validate_name(request.match_info["name"])
+    """The repository of the path. aiohttp decodes `%2F` in a path variable into `/`; a name
+    spelled that way would alias another repository, so it is refused."""
+    name = request.match_info["name"]
+    # path_safe keeps %2F encoded: the name must appear in it verbatim.
+    if not request.rel_url.path_safe.startswith(f"/v2/{name}/"):
+        raise RegistryError(ErrorCode.NAME_INVALID, "a repository name may not contain an "
+                            "encoded slash or percent sign (%2F, %25)", {"name": name})
+    return validate_name(name)
 
 
 def body_stream(request: web.Request) -> AsyncIterator[bytes]:

@@ -17,14 +17,18 @@ from cargohold.services.referrers import ReferrerService, image_index
 from cargohold.services.repositories import decode_token, encode_token
 from cargohold.wire.ecr import EcrError
 from cargohold.wire.errors import ErrorCode, RegistryError
-from cargohold.wire.manifest import OCI_INDEX
+from cargohold.wire.manifest import OCI_INDEX, is_media_type
 
 NEXT_PARAM = "next"
+MAX_ECHOED = 300  # of an invalid value, in an error's detail
 
 
 async def referrers(request: web.Request) -> web.Response:
     name = repository_name(request)
     artifact_type = request.query.get("artifactType") or None
+    if artifact_type is not None and not is_media_type(artifact_type):
+        raise RegistryError(ErrorCode.UNSUPPORTED, "artifactType is not a valid media type",
+                            {"artifactType": artifact_type[:MAX_ECHOED]})
     try:
         cursor = decode_token(request.query.get(NEXT_PARAM), int)
     except EcrError:
