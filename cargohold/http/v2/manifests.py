@@ -14,7 +14,6 @@ from cargohold.http.v2.common import (
 from cargohold.services.manifests import manifest_too_large
 
 CATALOG_BATCH = 1000
-MAX_ECHOED = 300  # of an invalid value, in an error's detail
 
 
 async def get_manifest(request: web.Request) -> web.Response:
