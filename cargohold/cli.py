@@ -368,3 +368,8 @@ def repository_policy_delete(repository: str, data_dir: Path | None,
 from cargohold.cli_client import register as register_client_commands  # noqa: E402
 
 register_client_commands(main)
+
+
+from cargohold.cli_retention import gc  # noqa: E402  (retention commands, issue 9)
+
+main.add_command(gc)

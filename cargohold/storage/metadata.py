@@ -179,9 +179,11 @@ class MetadataStore:
         now = now_us()
         conn.execute(self._insert(blobs).values(digest=digest, size=size, created_at=now)
                      .on_conflict_do_nothing(index_elements=["digest"]))
+        # A fresh link restarts the garbage-collection grace period of an unreferenced blob.
         conn.execute(self._insert(repository_blobs)
                      .values(repository_id=repo_id, digest=digest, linked_at=now)
-                     .on_conflict_do_nothing(index_elements=["repository_id", "digest"]))
+                     .on_conflict_do_update(index_elements=["repository_id", "digest"],
+                                            set_={"linked_at": now}))
 
     def link_blob(self, repository: str, digest: str, size: int, *, create: bool) -> None:
         with self._write() as conn:
@@ -190,8 +192,10 @@ class MetadataStore:
     def mount_blob(self, repository: str, source: str, digest: str, *, create: bool) -> bool:
         """Link a blob that `source` holds into `repository`; False when source lacks it."""
         with self._write() as conn:
-            size = conn.execute(_BLOB_SIZE, {"repository": source, "digest": digest}
-                                ).scalar_one_or_none()
+            # FOR SHARE of the source's link: garbage collection cannot unlink (and so delete)
+            # the blob while this transaction links it elsewhere.
+            size = conn.execute(_BLOB_SIZE.with_for_update(read=True, of=repository_blobs),
+                                {"repository": source, "digest": digest}).scalar_one_or_none()
             if size is None:
                 return False
             self._link_blob(conn, self._ensure_repository(conn, repository, create), digest, size)
@@ -303,15 +307,19 @@ class MetadataStore:
                  manifest: NewManifest) -> MissingReferences | None:
         missing_blobs: set[str] = set()
         if manifest.blob_digests:
+            # FOR SHARE (PostgreSQL; SQLite serialises writers): garbage collection cannot
+            # unlink what this manifest is about to reference until this transaction ends.
             present = set(conn.execute(select(repository_blobs.c.digest).where(
                 repository_blobs.c.repository_id == repo_id,
-                repository_blobs.c.digest.in_(manifest.blob_digests))).scalars())
+                repository_blobs.c.digest.in_(manifest.blob_digests))
+                .with_for_update(read=True)).scalars())
             missing_blobs = set(manifest.blob_digests) - present
         missing_children: set[str] = set()
         if manifest.child_digests:
             present = set(conn.execute(select(manifests.c.digest).where(
                 manifests.c.repository_id == repo_id,
-                manifests.c.digest.in_(manifest.child_digests))).scalars())
+                manifests.c.digest.in_(manifest.child_digests))
+                .with_for_update(read=True)).scalars())
             missing_children = set(manifest.child_digests) - present
         if missing_blobs or missing_children:
             return MissingReferences(sorted(missing_blobs), sorted(missing_children))

@@ -1,0 +1,114 @@
+"""Garbage collection against a running server: it reclaims exactly the unreferenced bytes,
+keeps everything referenced byte-identical, and a second run finds nothing."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import requests
+
+from tests.ocihelpers import (
+    OCI_LAYER_GZIP,
+    Manifest,
+    assert_blob,
+    assert_manifest,
+    build_image,
+    descriptor,
+    encode,
+    push,
+    push_blob,
+    random_bytes,
+)
+from tests.retentionhelpers import blob_files, run_gc
+
+NO_BACKGROUND_GC = {"CARGOHOLD_GC_INTERVAL": "0"}
+
+
+def _delete(base: str, repo: str, digest: str) -> None:
+    resp = requests.delete(f"{base}/v2/{repo}/manifests/{digest}", timeout=30)
+    assert resp.status_code == 202, resp.text
+
+
+def test_gc_reclaims_exactly_unreferenced_bytes(make_registry) -> None:
+    server = make_registry(env=NO_BACKGROUND_GC)
+    base, repo, other = server.url, f"gc/{uuid.uuid4().hex[:8]}", f"gc/{uuid.uuid4().hex[:8]}"
+    kept = push(base, repo, build_image(base, repo, layers=2), "kept")
+    doomed = push(base, repo, build_image(base, repo, layers=2), "doomed")
+    # A layer both images share stays: the kept image still needs it.
+    shared = next(iter(kept.blobs.items()))
+    push_blob(base, repo, shared[1])
+    # A referrer of the doomed image (with a blob of its own) goes with its subject.
+    referrer = push(base, repo, build_image(base, repo, artifact_type="application/x-sbom",
+                                            subject=doomed.descriptor()))
+    # The same bytes as a doomed layer, also used by another repository: the bytes stay.
+    doomed_layer_digest, doomed_layer = list(doomed.blobs.items())[1]
+    push(base, other, build_image(base, other, layers=1), "x")
+    push_blob(base, other, doomed_layer)
+    push(base, other, _manifest_using(base, other, doomed_layer), "uses-layer")
+    # An uploaded blob nothing references yet.
+    stray = random_bytes(3000)
+    stray_digest = push_blob(base, repo, stray)
+
+    before = blob_files(server.data_dir)
+    # Nothing is older than the default grace period: nothing but manifests could go.
+    fresh = run_gc(server.data_dir)
+    assert fresh["blobs_deleted"] == 0 and fresh["bytes_reclaimed"] == 0
+    assert blob_files(server.data_dir) == before
+
+    _delete(base, repo, doomed.digest)
+    expected_gone = (set(doomed.blobs) | set(referrer.blobs)) - set(kept.blobs)
+    expected_gone -= {doomed_layer_digest}
+    expected_gone |= {stray_digest}
+
+    dry = run_gc(server.data_dir, "--grace", "0", "--dry-run")
+    assert dry["dry_run"] is True
+    assert blob_files(server.data_dir) == before
+    report = run_gc(server.data_dir, "--grace", "0")
+    after = blob_files(server.data_dir)
+    gone = set(before) - set(after)
+    assert gone == expected_gone
+    assert report["blobs_deleted"] == len(expected_gone) == dry["blobs_deleted"]
+    assert report["bytes_reclaimed"] == sum(before[d] for d in gone) == dry["bytes_reclaimed"]
+    assert report["manifests_deleted"] == 1 == dry["manifests_deleted"]  # the referrer
+    assert report["dry_run"] is False and "uploads_purged" in report
+
+    # Everything still referenced pulls back byte-identical.
+    assert_manifest(base, repo, "kept", kept)
+    for digest, data in kept.blobs.items():
+        assert_blob(base, repo, digest, data)
+    assert_blob(base, other, doomed_layer_digest, doomed_layer)
+    assert requests.get(f"{base}/v2/{repo}/manifests/{referrer.digest}",
+                        timeout=30).status_code == 404
+    assert requests.head(f"{base}/v2/{repo}/blobs/{stray_digest}", timeout=30).status_code == 404
+
+    again = run_gc(server.data_dir, "--grace", "0")
+    assert (again["blobs_deleted"], again["bytes_reclaimed"], again["manifests_deleted"],
+            again["links_deleted"]) == (0, 0, 0, 0)
+    assert blob_files(server.data_dir) == after
+
+
+def _manifest_using(base: str, repo: str, layer: bytes) -> Manifest:
+    """An image whose one layer is `layer` (already uploaded to `repo`)."""
+    image = build_image(base, repo, layers=0)
+    doc = json.loads(image.body)
+    doc["layers"] = [descriptor(OCI_LAYER_GZIP, layer)]
+    image.body = encode(doc)
+    return image
+
+
+def test_gc_delete_untagged_collects_unreachable_manifests(make_registry) -> None:
+    server = make_registry(env=NO_BACKGROUND_GC)
+    base, repo = server.url, f"gc/{uuid.uuid4().hex[:8]}"
+    tagged = push(base, repo, build_image(base, repo), "v1")
+    untagged = push(base, repo, build_image(base, repo))
+    before = blob_files(server.data_dir)
+    plain = run_gc(server.data_dir, "--grace", "0")
+    assert plain["manifests_deleted"] == 0 and blob_files(server.data_dir) == before
+    report = run_gc(server.data_dir, "--grace", "0", "--delete-untagged")
+    assert report["manifests_deleted"] == 1
+    assert set(before) - set(blob_files(server.data_dir)) == set(untagged.blobs) - set(
+        tagged.blobs)
+    assert_manifest(base, repo, "v1", tagged)
+    assert requests.get(f"{base}/v2/{repo}/manifests/{untagged.digest}",
+                        timeout=30).status_code == 404
