@@ -27,8 +27,13 @@ def run_gc(data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> di
 
 
 def blob_files(data_dir: Path) -> dict[str, int]:
-    """digest -> size of every blob file in a filesystem store."""
-    root = data_dir / "blobs" / "blobs"
+    """digest -> size of every blob file in the data directory's filesystem store."""
+    return store_files(data_dir / "blobs")
+
+
+def store_files(store_root: Path) -> dict[str, int]:
+    """digest -> size of every blob file in a filesystem store rooted at `store_root`."""
+    root = store_root / "blobs"
     found = {}
     for path in root.glob("*/*/*"):
         if path.is_file():

@@ -5,15 +5,20 @@ by a missing blob."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
 import requests
 
 from cargohold.config import load_settings
 from cargohold.services.retention.gc import GarbageCollector
 from cargohold.services.storage import Storage
+from tests.dbfixtures import database_url, postgres_available
 from tests.ocihelpers import (
     OCI_LAYER_GZIP,
     assert_blob,
@@ -56,8 +61,17 @@ def _push_with_retries(base: str, repo: str, tag: str, stats: dict[str, int]) ->
     raise AssertionError("a push never won against garbage collection")
 
 
-def test_racing_pushers_against_gc_at_grace_zero(make_registry) -> None:
-    server = make_registry(env={"CARGOHOLD_GC_INTERVAL": "0"})
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "postgresql" and not os.environ.get("CI") and not postgres_available():
+        pytest.skip("PostgreSQL not reachable")
+    with database_url(request.param, tmp_path) as url:
+        yield url
+
+
+def test_racing_pushers_against_gc_at_grace_zero(make_registry, database: str) -> None:
+    env = {"CARGOHOLD_GC_INTERVAL": "0", "CARGOHOLD_DATABASE_URL": database}
+    server = make_registry(env=env)
     base = server.url
     stats = {"created": 0, "retried": 0}
     pushed: dict[tuple[str, str], dict[str, bytes]] = {}
@@ -84,7 +98,8 @@ def test_racing_pushers_against_gc_at_grace_zero(make_registry) -> None:
     for thread in threads:
         thread.start()
     # The collector the CLI runs, back to back in this process, as often as it can.
-    storage = Storage.from_settings(load_settings(data_dir=server.data_dir))
+    storage = Storage.from_settings(load_settings(data_dir=server.data_dir,
+                                                  database_url=database))
     collector = GarbageCollector(storage)
     runs = 0
     try:
@@ -99,8 +114,7 @@ def test_racing_pushers_against_gc_at_grace_zero(make_registry) -> None:
     for thread in threads:
         thread.join()
     assert not errors, errors
-    run_gc(server.data_dir, "--grace", "0")
-    print("gc runs", runs, stats)
+    run_gc(server.data_dir, "--grace", "0", env=env)
     assert runs >= 1 and stats["created"] == PUSHERS * ROUNDS
     present = blob_files(server.data_dir)
     for (repo, tag), blobs in pushed.items():

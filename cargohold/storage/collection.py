@@ -206,7 +206,9 @@ class CollectionStore:
     def _lock_rows(self, conn: Connection, table: Table, where: ColumnElement[bool],
                    share: bool = False) -> None:
         if self._lock:
+            # In key order, as the writers lock them: lock waits, never deadlocks.
             key = list(table.primary_key.columns)
-            conn.execute(select(*key).where(where).with_for_update(read=share))
+            conn.execute(select(*key).where(where).order_by(*key)
+                         .with_for_update(read=share))
 
 

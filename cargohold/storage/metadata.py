@@ -312,6 +312,7 @@ class MetadataStore:
             present = set(conn.execute(select(repository_blobs.c.digest).where(
                 repository_blobs.c.repository_id == repo_id,
                 repository_blobs.c.digest.in_(manifest.blob_digests))
+                .order_by(repository_blobs.c.digest)  # one lock order with GC: no deadlock
                 .with_for_update(read=True)).scalars())
             missing_blobs = set(manifest.blob_digests) - present
         missing_children: set[str] = set()
@@ -319,6 +320,7 @@ class MetadataStore:
             present = set(conn.execute(select(manifests.c.digest).where(
                 manifests.c.repository_id == repo_id,
                 manifests.c.digest.in_(manifest.child_digests))
+                .order_by(manifests.c.id)
                 .with_for_update(read=True)).scalars())
             missing_children = set(manifest.child_digests) - present
         if missing_blobs or missing_children:
