@@ -82,3 +82,136 @@ def gc(data_dir: Path | None, config_file: Path | None, output: str, dry_run: bo
     if not report.ran:
         click.echo("another garbage collection is running; try again later", err=True)
         sys.exit(EXIT_BUSY)
+
+
+# -- lifecycle policies ------------------------------------------------------------------------
+# Straight against the stores, like `admin repository-policy`: an operator on the host manages
+# retention without credentials or a running server; the ECR API serves remote clients.
+
+def _lifecycle(storage: Any) -> Any:
+    from cargohold.http.app import identity_service
+    from cargohold.services.retention.lifecycle import LifecycleService
+
+    return LifecycleService(storage, identity_service(storage).registry_id)
+
+
+def _ecr_errors(run: Callable[[], Any]) -> Any:
+    from cargohold.wire.ecr import EcrError
+
+    try:
+        return run()
+    except EcrError as exc:
+        raise click.ClickException(f"{exc.name}: {exc.message}") from None
+
+
+def _expiry_table(rows: list[dict[str, Any]], output: str, extra: dict[str, Any]) -> None:
+    if output == "json":
+        click.echo(json.dumps({**extra, "expiring": rows}, indent=2, sort_keys=True))
+        return
+    columns = ["repository", "imageDigest", "imageTags", "imagePushedAt", "appliedRulePriority"]
+    shown = [{**row, "imageTags": ",".join(row.get("imageTags", [])),
+              "imagePushedAt": _when(row["imagePushedAt"])} for row in rows]
+    columns = [c for c in columns if any(c in row for row in shown)]
+    widths = {c: max([len(c), *(len(str(r.get(c, ""))) for r in shown)]) for c in columns}
+    click.echo("  ".join(c.upper().ljust(widths[c]) for c in columns))
+    for row in shown:
+        click.echo("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns))
+    for key, value in extra.items():
+        click.echo(f"{key}: {value}")
+
+
+def _when(seconds: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat(timespec="seconds")
+
+
+@click.group("lifecycle")
+def lifecycle() -> None:
+    """ECR lifecycle policies: manage, preview and apply them."""
+
+
+@lifecycle.command("run")
+@_store_options
+@click.option("--repository", default=None, help="Only this repository's policy.")
+@click.option("--dry-run", is_flag=True, help="List what would expire; delete nothing.")
+def lifecycle_run(data_dir: Path | None, config_file: Path | None, output: str,
+                  repository: str | None, dry_run: bool) -> None:
+    """Apply the stored policies now (expired images are deleted; `gc` frees their bytes)."""
+    with _storage(data_dir, config_file) as storage:
+        report = _ecr_errors(lambda: asyncio.run(_lifecycle(storage).run(repository,
+                                                                          dry_run=dry_run)))
+    summary = {k: v for k, v in report.as_dict().items() if k != "expired"}
+    _expiry_table(report.expired, output, summary)
+    if not report.ran:
+        click.echo("another lifecycle run is in progress; try again later", err=True)
+        sys.exit(EXIT_BUSY)
+
+
+@lifecycle.command("get")
+@click.argument("repository")
+@_store_options
+def lifecycle_get(repository: str, data_dir: Path | None, config_file: Path | None,
+                  output: str) -> None:
+    """Show a repository's lifecycle policy."""
+    with _storage(data_dir, config_file) as storage:
+        stored = _ecr_errors(lambda: asyncio.run(_lifecycle(storage).get_policy(repository)))
+    if output == "json":
+        click.echo(json.dumps({"repositoryName": repository,
+                               "lifecyclePolicyText": stored.text,
+                               "lastEvaluatedAt": stored.last_evaluated_at}, indent=2))
+    else:
+        click.echo(json.dumps(json.loads(stored.text), indent=2))
+
+
+@lifecycle.command("put")
+@click.argument("repository")
+@click.argument("document", type=click.File("r"))
+@_store_options
+def lifecycle_put(repository: str, document: Any, data_dir: Path | None,
+                  config_file: Path | None, output: str) -> None:
+    """Set a repository's lifecycle policy from a JSON file (`-` for stdin)."""
+    text = document.read()
+    with _storage(data_dir, config_file) as storage:
+        _ecr_errors(lambda: asyncio.run(_lifecycle(storage).put_policy(repository, text)))
+    if output == "json":
+        click.echo(json.dumps({"repositoryName": repository, "lifecyclePolicyText": text}))
+    else:
+        click.echo(f"lifecycle policy of {repository} set")
+
+
+@lifecycle.command("delete")
+@click.argument("repository")
+@_store_options
+def lifecycle_delete(repository: str, data_dir: Path | None, config_file: Path | None,
+                     output: str) -> None:
+    """Remove a repository's lifecycle policy."""
+    with _storage(data_dir, config_file) as storage:
+        stored = _ecr_errors(lambda: asyncio.run(_lifecycle(storage).delete_policy(repository)))
+    if output == "json":
+        click.echo(json.dumps({"repositoryName": repository,
+                               "lifecyclePolicyText": stored.text}))
+    else:
+        click.echo(f"lifecycle policy of {repository} deleted")
+
+
+@lifecycle.command("preview")
+@click.argument("repository")
+@click.option("--policy", "document", type=click.File("r"), default=None,
+              help="Preview this policy file instead of the stored policy.")
+@_store_options
+def lifecycle_preview(repository: str, document: Any, data_dir: Path | None,
+                      config_file: Path | None, output: str) -> None:
+    """What the policy would expire now (also kept for GetLifecyclePolicyPreview)."""
+    text = document.read() if document is not None else None
+    with _storage(data_dir, config_file) as storage:
+        service = _lifecycle(storage)
+
+        async def preview() -> Any:
+            await service.start_preview(repository, text)
+            return await service.get_preview(repository)
+
+        result = _ecr_errors(lambda: asyncio.run(preview()))
+    rows = [{"repository": repository, **row} for row in result.results]
+    _expiry_table(rows, output, {"status": result.status,
+                                 "expiringImageTotalCount": len(rows)})

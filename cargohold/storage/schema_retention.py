@@ -54,6 +54,7 @@ lifecycle_policies = Table(
            primary_key=True),
     Column("policy_text", Text, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    Column("last_evaluated_at", BigInteger),
 )
 
 lifecycle_previews = Table(

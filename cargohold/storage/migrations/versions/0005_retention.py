@@ -58,6 +58,7 @@ def upgrade() -> None:
         sa.Column("repository_id", sa.Integer(), nullable=False),
         sa.Column("policy_text", sa.Text(), nullable=False),
         sa.Column("updated_at", sa.BigInteger(), nullable=False),
+        sa.Column("last_evaluated_at", sa.BigInteger(), nullable=True),
         sa.ForeignKeyConstraint(["repository_id"], ["repositories.id"],
                                 name=op.f("fk_lifecycle_policies_repository_id_repositories"),
                                 ondelete="CASCADE"),
