@@ -370,7 +370,8 @@ from cargohold.cli_client import register as register_client_commands  # noqa: E
 register_client_commands(main)
 
 
-from cargohold.cli_retention import gc, lifecycle  # noqa: E402  (retention commands, issue 9)
+from cargohold.cli_retention import fsck, gc, lifecycle  # noqa: E402  (retention, issue 9)
 
 main.add_command(gc)
 main.add_command(lifecycle)
+main.add_command(fsck)

@@ -215,3 +215,36 @@ def lifecycle_preview(repository: str, document: Any, data_dir: Path | None,
     rows = [{"repository": repository, **row} for row in result.results]
     _expiry_table(rows, output, {"status": result.status,
                                  "expiringImageTotalCount": len(rows)})
+
+
+# -- fsck --------------------------------------------------------------------------------------
+
+@click.command("fsck")
+@_store_options
+@click.option("--repair", is_flag=True,
+              help="Fix what can be fixed without losing data: drop orphans and leftover "
+                   "upload scratch, record missing references.")
+@click.option("--quick", is_flag=True, help="Check sizes only, not digests.")
+def fsck(data_dir: Path | None, config_file: Path | None, output: str, repair: bool,
+         quick: bool) -> None:
+    """Check the database and the blob store against each other (exit 1 on any problem)."""
+    from cargohold.services.retention.fsck import Fsck, FsckBusy
+
+    with _storage(data_dir, config_file) as storage:
+        try:
+            report = asyncio.run(Fsck(storage).run(repair=repair, quick=quick))
+        except FsckBusy as exc:
+            click.echo(str(exc), err=True)
+            sys.exit(EXIT_BUSY)
+    result = report.as_dict()
+    if output == "json":
+        click.echo(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        for problem in report.problems:
+            detail = {k: v for k, v in problem.items() if k not in ("kind", "repaired") and v}
+            state = " (repaired)" if problem["repaired"] else ""
+            click.echo(f"{problem['kind']}{state}: {json.dumps(detail, sort_keys=True)}")
+        click.echo(f"{report.blobs_checked} blobs, {report.manifests_checked} manifests checked;"
+                   f" {len(report.problems)} problems, {report.unrepaired} unrepaired")
+    if report.problems:
+        sys.exit(1)

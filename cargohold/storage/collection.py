@@ -23,6 +23,7 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    text,
     tuple_,
 )
 from sqlalchemy.orm import aliased
@@ -63,6 +64,7 @@ class Graph:
     pinned: set[str]
 
 
+DIGEST_LOCK_SPACE = 0x4348  # the advisory-lock key space of per-digest locks
 _PARENT = aliased(manifests)
 _SUBJECT = aliased(manifests)
 
@@ -187,10 +189,26 @@ class CollectionStore:
 
     # -- the upload side -------------------------------------------------------------------
 
+    def tombstone_orphan(self, digest: str, size: int) -> bool:
+        """Claim bytes that no blob row and no upload accounts for, for deletion (fsck)."""
+        with self.database.write() as conn:
+            self._lock_digest(conn, digest)
+            if conn.execute(select(blobs.c.digest).where(blobs.c.digest == digest)
+                            ).first() is not None:
+                return False
+            if conn.execute(select(blob_pins.c.digest).where(blob_pins.c.digest == digest)
+                            ).first() is not None:
+                return False
+            conn.execute(self._insert(blob_tombstones).values(
+                digest=digest, size=size, created_at=now_us(),
+            ).on_conflict_do_nothing(index_elements=["digest"]))
+            return True
+
     def pin_blob(self, upload_id: str, digest: str) -> bool:
         """Protect `digest` for the rest of upload `upload_id`; False while collection is
         still deleting an older copy of those bytes (the caller waits and tries again)."""
         with self.database.write() as conn:
+            self._lock_digest(conn, digest)
             self._lock_rows(conn, blobs, blobs.c.digest == digest, share=True)
             if conn.execute(select(blob_tombstones.c.digest).where(
                     blob_tombstones.c.digest == digest)).first() is not None:
@@ -202,6 +220,12 @@ class CollectionStore:
                 upload_id=upload_id, digest=digest, pinned_at=now_us(),
             ).on_conflict_do_update(index_elements=["upload_id"], set_={"digest": digest}))
             return True
+
+    def _lock_digest(self, conn: Connection, digest: str) -> None:
+        """Serialise pins and orphan claims of one digest when no row exists to lock yet."""
+        if self._lock:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:space, hashtext(:digest))"),
+                         {"space": DIGEST_LOCK_SPACE, "digest": digest})
 
     def _lock_rows(self, conn: Connection, table: Table, where: ColumnElement[bool],
                    share: bool = False) -> None:
