@@ -5,9 +5,18 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
 import requests
 
+from tests.clienthelpers import (
+    build_multiarch,
+    docker_ref,
+    read_layout_blob,
+    require_skopeo,
+    run_skopeo,
+    write_multiarch_layout,
+)
 from tests.ocihelpers import (
     OCI_LAYER_GZIP,
     Manifest,
@@ -112,3 +121,27 @@ def test_gc_delete_untagged_collects_unreachable_manifests(make_registry) -> Non
     assert_manifest(base, repo, "v1", tagged)
     assert requests.get(f"{base}/v2/{repo}/manifests/{untagged.digest}",
                         timeout=30).status_code == 404
+
+
+def test_gc_after_skopeo_pushes_keeps_what_skopeo_pulls_back(make_registry,
+                                                             tmp_path: Path) -> None:
+    require_skopeo()
+    server = make_registry(env=NO_BACKGROUND_GC)
+    base, repo = server.url, "gc/multiarch"
+    old, new = build_multiarch(uuid.uuid4().hex), build_multiarch(uuid.uuid4().hex)
+    for image, tag in ((old, "old"), (new, "new")):
+        layout = tmp_path / f"src-{tag}"
+        write_multiarch_layout(layout, image, tag)
+        run_skopeo("copy", "--all", "--preserve-digests", "--dest-tls-verify=false",
+                   f"oci:{layout}:{tag}", docker_ref(base, repo, tag))
+    before = blob_files(server.data_dir)
+    _delete(base, repo, old.index_digest)
+    report = run_gc(server.data_dir, "--grace", "0", "--delete-untagged")
+    old_blobs = {d for image in old.images for d in image.blobs}
+    assert set(before) - set(blob_files(server.data_dir)) == old_blobs
+    assert report["manifests_deleted"] == 2  # the old index's platform manifests
+    out = tmp_path / "pulled"
+    run_skopeo("copy", "--all", "--preserve-digests", "--src-tls-verify=false",
+               docker_ref(base, repo, "new"), f"oci:{out}:new")
+    for digest, data in new.all_blobs.items():
+        assert read_layout_blob(out, digest) == data
