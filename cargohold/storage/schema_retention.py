@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, String, Table, Text
 
-from cargohold.storage.schema import metadata
+from cargohold.storage.schema import metadata, repository_blobs
+
+# "Does any repository still link this blob?" is garbage collection's question: by digest.
+Index("ix_repository_blobs_digest", repository_blobs.c.digest)
 
 # A blob an upload is about to publish: garbage collection leaves its row and bytes alone.
 # It lives exactly as long as its upload session (deleted with it, by cascade).

@@ -15,6 +15,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_index(op.f("ix_repository_blobs_digest"), "repository_blobs", ["digest"],
+                    unique=False)
     op.create_table(
         "blob_pins",
         sa.Column("upload_id", sa.String(length=64), nullable=False),
@@ -87,3 +89,4 @@ def downgrade() -> None:
     op.drop_table("blob_tombstones")
     op.drop_index(op.f("ix_blob_pins_digest"), table_name="blob_pins")
     op.drop_table("blob_pins")
+    op.drop_index(op.f("ix_repository_blobs_digest"), table_name="repository_blobs")
