@@ -170,7 +170,12 @@ class LifecycleService:
             names = ([repository] if repository is not None
                      else await self.storage.db(self.store.repositories_with_policies))
             for name in names:
-                stored = await self.get_policy(name)
+                try:
+                    stored = await self.get_policy(name)
+                except EcrError:
+                    if repository is not None:
+                        raise
+                    continue  # deleted (with its policy) since the listing
                 report.repositories_evaluated += 1
                 for expiry in await self.expiries(name, stored.text):
                     report.expired.append({"repository": name, **expiry.shape()})
