@@ -156,8 +156,8 @@ class CollectionStore:
             return int(result.rowcount)
 
     def tombstone_blobs(self, digests: Sequence[str]) -> list[tuple[str, int]]:
-        """Delete the rows of blobs no repository links and no upload pins, and leave a
-        tombstone for each: their bytes are deleted after this commits."""
+        """Delete the rows of blobs no repository links, no manifest names and no upload
+        pins, and leave a tombstone for each: their bytes are deleted after this commits."""
         if not digests:
             return []
         with self.database.write() as conn:
@@ -165,7 +165,11 @@ class CollectionStore:
             rows = conn.execute(select(blobs.c.digest, blobs.c.size).where(
                 blobs.c.digest.in_(list(digests)),
                 not_(exists().where(repository_blobs.c.digest == blobs.c.digest)),
-                not_(exists().where(blob_pins.c.digest == blobs.c.digest)))).all()
+                not_(exists().where(blob_pins.c.digest == blobs.c.digest)),
+                # A manifest naming it keeps it too, even where its link was deleted.
+                not_(exists().where(manifest_references.c.kind == "blob",
+                                    manifest_references.c.digest == blobs.c.digest)),
+            )).all()
             gone = [(row.digest, int(row.size)) for row in rows]
             if gone:
                 now = now_us()

@@ -111,8 +111,10 @@ def plan_collection(graph: Graph, cutoff: int, delete_untagged: bool) -> Plan:
                         if linked_at < cutoff and (repo, digest) not in referenced)
     dropped = set(plan.links)
     still_linked = {digest for repo, digest, _ in graph.links if (repo, digest) not in dropped}
+    still_named = {digest for mid, digest in graph.blob_refs if mid in alive}
     plan.blobs = sorted(d for d in graph.blob_sizes
-                        if d not in still_linked and d not in graph.pinned)
+                        if d not in still_linked and d not in still_named
+                        and d not in graph.pinned)
     plan.bytes = sum(graph.blob_sizes[d] for d in plan.blobs)
     return plan
 
