@@ -293,6 +293,9 @@ def write_results(result: dict[str, Any]) -> None:
 | Metric | Cargohold |
 |---|---:|
 {table}
+
+R2 runs the collector back to back in the benchmark process, on the same two cores as the
+server and its load: a worst case. A server collects once per `gc_interval` (default 1 h).
 {MARK_END}
 """
     path = ROOT / "bench" / "RESULTS.md"

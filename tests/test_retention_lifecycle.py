@@ -150,6 +150,11 @@ def test_preview_then_run_expire_the_same_images_and_gc_reclaims_them(ecr: Ecr) 
                                                        filter={"tagStatus": "UNTAGGED"})
     assert {r["imageDigest"] for r in untagged["previewResults"]} == {pushed[0].digest,
                                                                       pushed[1].digest}
+    by_tag = ecr.client.get_lifecycle_policy_preview(repositoryName=repo,
+                                                     imageIds=[{"imageTag": "v2"}])
+    assert [r["imageDigest"] for r in by_tag["previewResults"]] == [pushed[4].digest]
+    raises("InvalidParameterException", ecr.client.get_lifecycle_policy_preview,
+           repositoryName=repo, imageIds=[{"imageTag": "v2"}], maxResults=5)
 
     before = blob_files(ecr.data_dir)
     run = json.loads(ecr.cli("lifecycle", "run", "--output", "json").stdout)

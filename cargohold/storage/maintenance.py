@@ -20,6 +20,7 @@ from cargohold.storage.metadata import now_us
 from cargohold.storage.schema_retention import maintenance_locks, maintenance_runs
 
 LEASE_SECONDS = 600
+RUNS_KEPT_US = 30 * 86_400 * 1_000_000
 
 
 @dataclass
@@ -97,7 +98,10 @@ class MaintenanceStore:
 
     def record_run(self, job: str, holder: str, started_at: int, dry_run: bool,
                    report: dict[str, Any]) -> None:
+        """Keep the report of a run; reports older than 30 days are dropped."""
         with self.database.write() as conn:
+            conn.execute(delete(maintenance_runs).where(
+                maintenance_runs.c.started_at < now_us() - RUNS_KEPT_US))
             conn.execute(insert(maintenance_runs).values(
                 job=job, holder=holder, started_at=started_at, finished_at=now_us(),
                 dry_run=int(dry_run), report=json.dumps(report, sort_keys=True)))
