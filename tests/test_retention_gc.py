@@ -3,6 +3,7 @@ keeps everything referenced byte-identical, and a second run finds nothing."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from pathlib import Path
@@ -13,6 +14,7 @@ from tests.clienthelpers import (
     build_multiarch,
     docker_ref,
     read_layout_blob,
+    require_oras,
     require_skopeo,
     run_skopeo,
     write_multiarch_layout,
@@ -145,3 +147,28 @@ def test_gc_after_skopeo_pushes_keeps_what_skopeo_pulls_back(make_registry,
                docker_ref(base, repo, "new"), f"oci:{out}:new")
     for digest, data in new.all_blobs.items():
         assert read_layout_blob(out, digest) == data
+
+
+def test_gc_after_oras_pushes_keeps_what_oras_pulls_back(make_registry, tmp_path: Path) -> None:
+    oras = require_oras()
+    server = make_registry(env=NO_BACKGROUND_GC)
+    client = oras.OrasClient(hostname=server.host, insecure=True, tls_verify=False)
+    repo, files = "gc/artifacts", {}
+    for name in ("old", "new"):
+        path = tmp_path / f"{name}.bin"
+        path.write_bytes(random_bytes(5000))
+        files[name] = path
+        client.push(target=f"{server.host}/{repo}:{name}",
+                    files=[f"{path}:application/vnd.example.data"],
+                    disable_path_validation=True)
+    old_digest = requests.head(f"{server.url}/v2/{repo}/manifests/old", timeout=30, headers={
+        "Accept": "application/vnd.oci.image.manifest.v1+json"}).headers["Docker-Content-Digest"]
+    _delete(server.url, repo, old_digest)
+    before = blob_files(server.data_dir)
+    report = run_gc(server.data_dir, "--grace", "0")
+    gone = set(before) - set(blob_files(server.data_dir))
+    assert gone == {"sha256:" + hashlib.sha256(files["old"].read_bytes()).hexdigest()}
+    assert report["bytes_reclaimed"] == 5000
+    out = tmp_path / "out"
+    pulled = client.pull(target=f"{server.host}/{repo}:new", outdir=str(out))
+    assert [Path(p).read_bytes() for p in pulled] == [files["new"].read_bytes()]
