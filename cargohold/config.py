@@ -7,15 +7,20 @@ Nested keys in the environment use a double underscore: `CARGOHOLD_BLOB_STORE__P
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from cargohold.wire.duration import parse_duration
+
+# Seconds, written as a number or as 30s, 10m, 1h, 7d.
+Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
 class BlobStoreSettings(BaseModel):
@@ -53,6 +58,12 @@ class Settings(BaseSettings):
         default=None, description="External base URL (behind a proxy); default: from requests.")
     upload_session_ttl_hours: float = Field(
         default=168, gt=0, description="Upload sessions idle this long are purged.")
+    gc_interval: Duration = Field(
+        default=3600.0, description="Seconds between in-server garbage collections; 0: never.")
+    gc_grace: Duration = Field(
+        default=3600.0, description="Unreferenced blobs and links younger than this survive GC.")
+    lifecycle_interval: Duration = Field(
+        default=86400.0, description="Seconds between lifecycle-policy runs; 0: never.")
     access_log: bool = False
     log_level: str = "INFO"
 

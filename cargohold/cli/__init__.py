@@ -22,6 +22,7 @@ from cargohold.cli import (
     bundles,
     charts,
     registry_policy,
+    retention,
     serving,
     transfers,
 )
@@ -48,3 +49,6 @@ for _module in (serving, administration, transfers, charts, bundles, browsing):
 
 # Further command groups: one line each, e.g. `main.add_command(cli_topic.topic)`.
 main.add_command(registry_policy.registry_policy)
+main.add_command(retention.gc)
+main.add_command(retention.lifecycle)
+main.add_command(retention.fsck)

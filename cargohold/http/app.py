@@ -38,6 +38,7 @@ from cargohold.services.images import ImageService
 from cargohold.services.manifests import ManifestService
 from cargohold.services.registry_policy import RegistryPolicyService
 from cargohold.services.repositories import RepositoryService
+from cargohold.services.retention.scheduler import start_retention, stop_retention
 from cargohold.services.storage import Storage
 from cargohold.services.templates import TemplateService
 
@@ -84,7 +85,9 @@ def create_app(settings: Settings) -> web.Application:
         images.pulls.start()
         purge = asyncio.get_running_loop().create_task(app[UPLOADS_KEY].purge_periodically(
             settings.upload_session_ttl_hours * 3600, every=3600))
+        retention = start_retention(storage)
         yield
+        await stop_retention(retention)
         purge.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await purge

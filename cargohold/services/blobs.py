@@ -12,6 +12,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from cargohold.services.retention.pins import pin_upload_blob
 from cargohold.services.storage import Storage
 from cargohold.storage.blobstore import (
     BlobLocation,
@@ -147,6 +148,7 @@ class UploadService:
                 await self.storage.blobs.delete_upload(upload_id)
                 await self.storage.db(self.storage.metadata.delete_upload, repository, upload_id)
                 raise RegistryError(ErrorCode.DIGEST_INVALID, detail={"digest": str(expected)})
+            await pin_upload_blob(self.storage, upload_id, str(expected))
             await self.storage.blobs.commit_upload(upload_id, size, str(expected))
             completed = await self.storage.db(self.storage.metadata.complete_upload, repository,
                                               upload_id, str(expected), size)

@@ -88,3 +88,11 @@ class BlobStore(Protocol):
 
     async def idle_uploads(self, idle_since: float) -> list[str]:
         """Ids of scratch data untouched since `idle_since` (epoch seconds)."""
+
+    def list_blobs(self) -> AsyncIterator[tuple[str, int, float]]:
+        """Every stored blob as (digest, size, last-modified epoch seconds), in any order.
+
+        Used by fsck to find bytes no metadata accounts for (and garbage collection deletes
+        with `delete`). Retention is the only caller; a store that cannot list raises
+        NotImplementedError and fsck skips its orphan check.
+        """

@@ -120,6 +120,24 @@ class FilesystemBlobStore:
                 continue  # not an upload (a health probe), or already gone
         return idle
 
+    async def list_blobs(self) -> AsyncIterator[tuple[str, int, float]]:
+        for algorithm in ("sha256", "sha512"):
+            base = self.blob_root / algorithm
+            if not base.is_dir():
+                continue
+            for prefix in sorted(os.scandir(base), key=lambda e: e.name):
+                if not prefix.is_dir():
+                    continue
+                for entry in os.scandir(prefix.path):
+                    digest = f"{algorithm}:{entry.name}"
+                    if not _DIGEST.match(digest):
+                        continue
+                    try:
+                        stat = entry.stat()
+                    except FileNotFoundError:
+                        continue
+                    yield digest, stat.st_size, stat.st_mtime
+
     async def read_upload(self, upload_id: str, start: int, end: int) -> AsyncIterator[bytes]:
         with open(self.upload_path(upload_id), "rb") as handle:
             handle.seek(start)

@@ -215,9 +215,11 @@ class MetadataStore:
         now = now_us()
         conn.execute(self._insert(blobs).values(digest=digest, size=size, created_at=now)
                      .on_conflict_do_nothing(index_elements=["digest"]))
+        # A fresh link restarts the garbage-collection grace period of an unreferenced blob.
         conn.execute(self._insert(repository_blobs)
                      .values(repository_id=repo_id, digest=digest, linked_at=now)
-                     .on_conflict_do_nothing(index_elements=["repository_id", "digest"]))
+                     .on_conflict_do_update(index_elements=["repository_id", "digest"],
+                                            set_={"linked_at": now}))
 
     def link_blob(self, repository: str, digest: str, size: int, *, create: bool) -> None:
         with self._write() as conn:
@@ -226,8 +228,10 @@ class MetadataStore:
     def mount_blob(self, repository: str, source: str, digest: str, *, create: bool) -> bool:
         """Link a blob that `source` holds into `repository`; False when source lacks it."""
         with self._write() as conn:
-            size = conn.execute(_BLOB_SIZE, {"repository": source, "digest": digest}
-                                ).scalar_one_or_none()
+            # FOR SHARE of the source's link: garbage collection cannot unlink (and so delete)
+            # the blob while this transaction links it elsewhere.
+            size = conn.execute(_BLOB_SIZE.with_for_update(read=True, of=repository_blobs),
+                                {"repository": source, "digest": digest}).scalar_one_or_none()
             if size is None:
                 return False
             self._link_blob(conn, self._ensure_repository(conn, repository, create), digest, size)
@@ -337,7 +341,11 @@ class MetadataStore:
     @staticmethod
     def _check_references(conn: Connection, repo_id: int, manifest: NewManifest) -> None:
         """Refuse a manifest naming content the repository lacks (MissingReferences) or
-        describing it otherwise than stored (DescriptorMismatch)."""
+        describing it otherwise than stored (DescriptorMismatch).
+
+        The rows read are locked FOR SHARE (PostgreSQL; SQLite serialises writers), in one
+        order with garbage collection, so GC cannot unlink what this manifest is about to
+        reference until this transaction ends, and the two never deadlock."""
         blob_sizes: dict[str, int] = {}
         wanted_blobs = set(manifest.blob_digests) | {
             ref.digest for ref in manifest.declared if ref.kind == "blob"}
@@ -346,7 +354,9 @@ class MetadataStore:
                 select(blobs.c.digest, blobs.c.size)
                 .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
                 .where(repository_blobs.c.repository_id == repo_id,
-                       blobs.c.digest.in_(wanted_blobs))).all())
+                       blobs.c.digest.in_(wanted_blobs))
+                .order_by(repository_blobs.c.digest)
+                .with_for_update(read=True, of=repository_blobs)).all())
         stored_manifests: dict[str, tuple[int, str]] = {}
         wanted_manifests = set(manifest.child_digests) | {
             ref.digest for ref in manifest.declared if ref.kind == "manifest"}
@@ -354,7 +364,9 @@ class MetadataStore:
             stored_manifests = {row.digest: (row.size, row.media_type) for row in conn.execute(
                 select(manifests.c.digest, manifests.c.size, manifests.c.media_type).where(
                     manifests.c.repository_id == repo_id,
-                    manifests.c.digest.in_(wanted_manifests)))}
+                    manifests.c.digest.in_(wanted_manifests))
+                .order_by(manifests.c.id)
+                .with_for_update(read=True))}
         missing_blobs = set(manifest.blob_digests) - blob_sizes.keys()
         missing_children = set(manifest.child_digests) - stored_manifests.keys()
         if missing_blobs or missing_children:

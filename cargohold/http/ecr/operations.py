@@ -411,6 +411,7 @@ OPERATIONS: dict[str, OperationSpec] = {
     "GetAuthorizationToken": OperationSpec(get_authorization_token, _registry),
 }
 
+from cargohold.http.ecr.lifecycle import LIFECYCLE_OPERATIONS  # noqa: E402
 from cargohold.http.ecr.referrers import REFERRERS_OPERATIONS  # noqa: E402
 from cargohold.http.ecr.registry_settings import REGISTRY_SETTINGS_OPERATIONS  # noqa: E402
 from cargohold.http.ecr.templates import TEMPLATE_OPERATIONS  # noqa: E402
@@ -418,3 +419,4 @@ from cargohold.http.ecr.templates import TEMPLATE_OPERATIONS  # noqa: E402
 OPERATIONS.update(REFERRERS_OPERATIONS)
 OPERATIONS.update(REGISTRY_SETTINGS_OPERATIONS)
 OPERATIONS.update(TEMPLATE_OPERATIONS)
+OPERATIONS.update(LIFECYCLE_OPERATIONS)

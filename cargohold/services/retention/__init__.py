@@ -1,0 +1,1 @@
+"""Retention: garbage collection, lifecycle policies and fsck."""
