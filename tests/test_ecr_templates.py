@@ -105,6 +105,7 @@ def test_create_describe_and_apply_on_push(ecr: Ecr) -> None:
         {"filterType": "WILDCARD", "filter": "latest*"}]
     assert resource_tags(ecr, repo) == {"team": "blue", "cost": "42"}
     assert json.loads(repository_policy(ecr, repo) or "null") == json.loads(PUBLIC_PULL)
+    assert ecr.client.get_lifecycle_policy(repositoryName=repo)["lifecyclePolicyText"] == LIFECYCLE
     # ... and its tag mutability is enforced: v1 is immutable, latest is excluded.
     other = image()
     for blob in other.blobs:
@@ -243,6 +244,10 @@ def test_every_listed_error_with_bad_input(ecr: Ecr) -> None:
         appliedFor=["CREATE_ON_PUSH"], repositoryPolicy='{"Statement": [')
     bad(ecr, create, "InvalidParameterException", prefix=prefix(),
         appliedFor=["CREATE_ON_PUSH"], lifecyclePolicy="{not json")
+    bad(ecr, create, "InvalidParameterException", prefix=prefix(),
+        appliedFor=["CREATE_ON_PUSH"], lifecyclePolicy=json.dumps({"rules": [{
+            "rulePriority": 0, "selection": {"tagStatus": "any",
+            "countType": "imageCountMoreThan", "countNumber": 1}, "action": {"type": "expire"}}]}))
     bad(ecr, create, "InvalidParameterException", prefix=prefix(),
         appliedFor=["CREATE_ON_PUSH"], imageTagMutability="MUTABLE",
         imageTagMutabilityExclusionFilters=[{"filterType": "WILDCARD", "filter": "x*"}])

@@ -3,15 +3,13 @@
 A template covers the repositories under its prefix ("prod" covers "prod/…"; the longest
 prefix wins); the ROOT template covers every repository no other template does. Templates
 applied for CREATE_ON_PUSH configure repositories a push creates (tag mutability with its
-exclusion filters, encryption settings, repository policy, resource tags), in the creating
-transaction (`storage.ecr_settings.apply_creation_template`). The lifecycle policy is stored
-and echoed; it is applied once Cargohold has lifecycle policies.
+exclusion filters, encryption settings, repository policy, resource tags, lifecycle policy), in
+the creating transaction (`storage.ecr_settings.apply_creation_template`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any
 
 from cargohold.services.policy import PolicyError, PolicyKind, parse_policy
@@ -26,6 +24,7 @@ from cargohold.storage.ecr_settings import (
     TooManyTemplates,
 )
 from cargohold.wire.ecr import EcrError, invalid_parameter
+from cargohold.wire.lifecycle import parse_policy as parse_lifecycle_policy
 
 MAX_TEMPLATES = 100
 MAX_TAG_KEY, MAX_TAG_VALUE = 128, 256
@@ -67,14 +66,9 @@ def validate(record: TemplateRecord) -> None:
 
 
 def _check_lifecycle_policy(text: str) -> None:
-    """The lifecycle policy's outer form; its rules are checked when lifecycle policies are."""
-    try:
-        document = json.loads(text)
-    except (ValueError, RecursionError):
-        raise invalid_parameter("Invalid lifecycle policy provided: not valid JSON") from None
-    if not isinstance(document, dict) or not isinstance(document.get("rules"), list):
-        raise invalid_parameter("Invalid lifecycle policy provided: a JSON object with a "
-                                "'rules' list is expected")
+    """The same rule validation as PutLifecyclePolicy: a template never carries a policy that
+    the repositories it creates could not have been given."""
+    parse_lifecycle_policy(text)
 
 
 class TemplateService:

@@ -19,6 +19,7 @@ from cargohold.storage.schema_ecr_settings import (
     registry_policy,
     repository_creation_templates,
 )
+from cargohold.storage.schema_retention import lifecycle_policies
 
 ROOT_PREFIX = "ROOT"
 CREATE_ON_PUSH = "CREATE_ON_PUSH"
@@ -122,6 +123,10 @@ def apply_creation_template(conn: Connection, upsert: Callable[[Table], Any], re
     if template.repository_policy:
         conn.execute(upsert(repository_policies).values(
             repository_id=repo_id, document=template.repository_policy, updated_at=_now_us()
+        ).on_conflict_do_nothing(index_elements=["repository_id"]))
+    if template.lifecycle_policy:
+        conn.execute(upsert(lifecycle_policies).values(
+            repository_id=repo_id, policy_text=template.lifecycle_policy, updated_at=_now_us()
         ).on_conflict_do_nothing(index_elements=["repository_id"]))
 
 
