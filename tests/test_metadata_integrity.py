@@ -20,6 +20,7 @@ from cargohold.storage.metadata import (
     MissingReferences,
     NewManifest,
 )
+from cargohold.storage.referrers import referrers_page
 from cargohold.storage.schema import manifest_references, manifests, repositories, tags
 
 ENGINES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
@@ -85,11 +86,12 @@ def test_stored_subject_must_match(store: MetadataStore) -> None:
             store.put_manifest("team/app", manifest(NEW, 10, subject), [], create=False)
         assert exc.value.where == "subject"
     assert counts(store) == before
-    assert store.referrers("team/app", OLD, None) == []
+    assert referrers_page(store.database, "team/app", OLD, None, None, 10) == []
     # A subject that is not stored (yet) cannot be checked: the referrer is accepted.
     absent = DeclaredReference("subject", "manifest", "sha256:" + "f" * 64, 999, OCI)
     store.put_manifest("team/app", manifest(NEW, 10, absent), [], create=False)
-    assert [r.digest for r in store.referrers("team/app", absent.digest, None)] == [NEW]
+    assert [r.digest for _, r in referrers_page(store.database, "team/app", absent.digest, None,
+                                                  None, 10) or []] == [NEW]
 
 
 def test_refusal_does_not_create_the_repository(store: MetadataStore) -> None:
