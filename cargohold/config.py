@@ -17,6 +17,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from cargohold.config_notifications import NotificationSettings
+
 
 class BlobStoreSettings(BaseModel):
     """Which blob store holds the bytes, and its parameters."""
@@ -55,6 +57,13 @@ class Settings(BaseSettings):
         default=168, gt=0, description="Upload sessions idle this long are purged.")
     access_log: bool = False
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Server and access log lines as text or JSON objects.")
+    metrics: bool = Field(default=True, description="Serve Prometheus metrics on /metrics.")
+    metrics_token: str | None = Field(
+        default=None, min_length=16, description="Require `Authorization: Bearer <token>` "
+        "on /metrics.")
+    notifications: NotificationSettings = NotificationSettings()
 
     @property
     def resolved_database_url(self) -> str:

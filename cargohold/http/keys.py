@@ -7,6 +7,7 @@ from aiohttp import web
 from cargohold.services.audit import AuditLog
 from cargohold.services.authz import Authorizer
 from cargohold.services.blobs import BlobService, UploadService
+from cargohold.services.events import EventService
 from cargohold.services.identity import IdentityService
 from cargohold.services.images import ImageService
 from cargohold.services.manifests import ManifestService
@@ -22,3 +23,4 @@ REPOSITORIES_KEY = web.AppKey("repositories", RepositoryService)
 IDENTITY_KEY = web.AppKey("identity", IdentityService)
 AUTHORIZER_KEY = web.AppKey("authorizer", Authorizer)
 AUDIT_KEY = web.AppKey("audit", AuditLog)
+EVENTS_KEY = web.AppKey("events", EventService)
