@@ -368,3 +368,7 @@ def repository_policy_delete(repository: str, data_dir: Path | None,
 from cargohold.cli_client import register as register_client_commands  # noqa: E402
 
 register_client_commands(main)
+
+from cargohold.cli_events import events as events_commands  # noqa: E402
+
+main.add_command(events_commands)
