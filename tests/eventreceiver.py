@@ -53,7 +53,7 @@ class Receiver:
             attempt = self._attempts[key] = self._attempts.get(key, 0) + 1
         answer = self.behaviour(request.path, attempt)
         if answer == "hang":
-            await asyncio.sleep(30)
+            await asyncio.sleep(10)
             answer = 200
         if answer == 200:
             with self._lock:
@@ -67,7 +67,7 @@ class Receiver:
             self._loop = asyncio.new_event_loop()
             app = web.Application()
             app.router.add_post("/{tail:.*}", self._handle)
-            self._runner = web.AppRunner(app, handle_signals=False)
+            self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
             self._loop.run_until_complete(self._runner.setup())
             site = web.TCPSite(self._runner, "127.0.0.1", self.port)
             self._loop.run_until_complete(site.start())

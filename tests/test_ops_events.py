@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from tests import ocihelpers as oh
+from tests.dbfixtures import postgres_available, postgres_database
 from tests.conftest import free_port
 from tests.eventreceiver import Receiver
 from tests.test_ops_metrics import scrape, value
@@ -160,13 +161,25 @@ def test_events_in_both_formats_for_push_tag_pull_delete(
         tail.wait()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    if request.param == "sqlite":
+        yield {}
+        return
+    if not postgres_available():
+        pytest.skip("PostgreSQL is not reachable")
+    with postgres_database() as url:
+        yield {"CARGOHOLD_DATABASE_URL": url}
+
+
 def test_event_is_delivered_after_kill_9_and_restart(
-        make_registry: Callable[..., Any], tmp_path: Path) -> None:
+        make_registry: Callable[..., Any], tmp_path: Path,
+        database_env: dict[str, str]) -> None:
     receiver = Receiver()  # not started yet: nothing can be delivered before the kill
     config = write_config(tmp_path / "events.toml", [
         {"name": "later", "url": receiver.url("/hook")}], backoff_initial=0.2,
         backoff_max=1.0)
-    server = make_registry(["--config", str(config)])
+    server = make_registry(["--config", str(config), "--workers", "2"], env=database_env)
     image = oh.push_image(server.url, "crash/app", "v1")
     server.stop(signal.SIGKILL)
     receiver.start()

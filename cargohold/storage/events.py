@@ -55,6 +55,17 @@ class Claimed:
     event: StoredEvent
 
 
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """The outcome of one delivery attempt by the holder of its lease."""
+
+    delivery: int
+    owner: str
+    delivered: bool
+    retry_at: int | None = None
+    error: str | None = None
+
+
 class Outbox:
     """Writes events in the caller's transaction. `router` is installed by the services layer;
     without it events are still recorded (for `cargohold events list`) with no deliveries."""
@@ -137,18 +148,21 @@ class EventStore:
                 .order_by(deliveries.c.id)).all()
         return [Claimed(row.delivery, row.consumer, row.attempts, _stored(row)) for row in rows]
 
-    def settle(self, delivery: int, owner: str, now: int, *, delivered: bool,
-               retry_at: int | None = None, error: str | None = None) -> None:
-        """Record an attempt's outcome, if this owner still holds the lease."""
-        values: dict[str, Any] = {"lease_owner": None, "lease_until": None, "updated_at": now,
-                                  "attempts": deliveries.c.attempts + 1}
-        if delivered:
-            values["status"] = "delivered"
-        else:
-            values.update(next_attempt_at=retry_at or now, last_error=(error or "")[:500])
+    def settle(self, outcomes: Sequence[Settlement], now: int) -> None:
+        """Record attempts' outcomes (one transaction), where the owner still holds the lease."""
         with self.database.write() as conn:
-            conn.execute(update(deliveries).where(
-                deliveries.c.id == delivery, deliveries.c.lease_owner == owner).values(**values))
+            for outcome in outcomes:
+                values: dict[str, Any] = {"lease_owner": None, "lease_until": None,
+                                          "updated_at": now,
+                                          "attempts": deliveries.c.attempts + 1}
+                if outcome.delivered:
+                    values["status"] = "delivered"
+                else:
+                    values.update(next_attempt_at=outcome.retry_at or now,
+                                  last_error=(outcome.error or "")[:500])
+                conn.execute(update(deliveries).where(
+                    deliveries.c.id == outcome.delivery,
+                    deliveries.c.lease_owner == outcome.owner).values(**values))
 
     def expire(self, consumers: Sequence[str], older_than: int, max_backlog: int,
                now: int) -> dict[tuple[str, str], int]:

@@ -21,7 +21,7 @@ from cargohold.config_notifications import NotificationEndpoint, NotificationSet
 from cargohold.services import metrics
 from cargohold.services.events.formats import SIGNATURE_HEADER, render, signature
 from cargohold.services.storage import Storage
-from cargohold.storage.events import Claimed
+from cargohold.storage.events import Claimed, Settlement
 from cargohold.storage.metadata import now_us
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,9 @@ class Dispatcher:
         self._session: aiohttp.ClientSession | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._last_maintenance = 0.0
+        self._settled: list[Settlement] = []  # written in one transaction per poll
+        self._failures: dict[str, int] = {}  # consecutive failures per endpoint
+        self._paused_until: dict[str, float] = {}
 
     def backoff(self, attempts: int) -> float:
         """Seconds before the next attempt: exponential, capped, with jitter in [50%, 100%]."""
@@ -62,30 +65,40 @@ class Dispatcher:
             task.cancel()
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._flush_settlements()
         if self._session is not None:
             await self._session.close()
 
     async def _run(self) -> None:
         self._session = aiohttp.ClientSession()
-        consumers = list(self.endpoints)
         while True:
             try:
                 if time.monotonic() - self._last_maintenance > MAINTENANCE_SECONDS:
-                    await self._maintain(consumers)
-                if consumers and len(self._inflight) < BATCH and await self.storage.read(
-                        self.storage.events.has_due, consumers, now_us()):
-                    await self._claim_and_send(consumers)
+                    await self._maintain(list(self.endpoints))
+                await self._flush_settlements()
+                ready = [c for c in self.endpoints
+                         if self._paused_until.get(c, 0.0) <= time.monotonic()]
+                if ready and len(self._inflight) < BATCH and await self.storage.read(
+                        self.storage.events.has_due, ready, now_us()):
+                    for consumer in ready:
+                        await self._claim_and_send(consumer)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("event dispatcher iteration failed; continuing")
             await asyncio.sleep(POLL_SECONDS)
 
-    async def _claim_and_send(self, consumers: list[str]) -> None:
+    async def _claim_and_send(self, consumer: str) -> None:
+        """Claim due deliveries of one endpoint: a batch, or one probe while it is failing."""
+        room = BATCH - len(self._inflight)
+        limit = min(room, 1 if self._failures.get(consumer) else room)
+        if limit <= 0:
+            return
         owner = uuid.uuid4().hex
-        longest = max(endpoint.timeout for endpoint in self.endpoints.values())
-        claimed = await self.storage.db(self.storage.events.claim, consumers, owner, now_us(),
-                                        int((longest + 30) * 1e6), BATCH - len(self._inflight))
+        lease = int((self.endpoints[consumer].timeout + 30) * 1e6)
+        claimed = await self.storage.db(self.storage.events.claim, [consumer], owner, now_us(),
+                                        lease, limit)
         for item in claimed:
             task = asyncio.get_running_loop().create_task(self._deliver(item, owner))
             self._inflight.add(task)
@@ -96,15 +109,23 @@ class Dispatcher:
         error = await self._post(endpoint, item)
         if error is None:
             metrics.EVENT_DELIVERIES.labels(item.consumer, "delivered").inc()
-            await self.storage.db(self.storage.events.settle, item.delivery, owner, now_us(),
-                                  delivered=True)
+            self._failures.pop(item.consumer, None)
+            self._settled.append(Settlement(item.delivery, owner, True))
             return
         metrics.EVENT_DELIVERIES.labels(item.consumer, "failed").inc()
+        # Back off the delivery, and the endpoint as a whole: until it answers again this
+        # worker sends it one probe per backoff period, not its whole backlog.
+        failures = self._failures[item.consumer] = self._failures.get(item.consumer, 0) + 1
+        self._paused_until[item.consumer] = time.monotonic() + self.backoff(failures - 1)
         retry_at = now_us() + int(self.backoff(item.attempts) * 1e6)
         log.info("event %s to %s failed (attempt %d): %s", item.event.event_id, item.consumer,
                  item.attempts + 1, error)
-        await self.storage.db(self.storage.events.settle, item.delivery, owner, now_us(),
-                              delivered=False, retry_at=retry_at, error=error)
+        self._settled.append(Settlement(item.delivery, owner, False, retry_at, error))
+
+    async def _flush_settlements(self) -> None:
+        settled, self._settled = self._settled, []
+        if settled:
+            await self.storage.db(self.storage.events.settle, settled, now_us())
 
     async def _post(self, endpoint: NotificationEndpoint, item: Claimed) -> str | None:
         """POST one event; None on a 2xx answer, else what went wrong."""
