@@ -18,8 +18,8 @@ import pytest
 import requests
 
 from tests import ocihelpers as oh
-from tests.dbfixtures import postgres_available, postgres_database
 from tests.conftest import free_port
+from tests.dbfixtures import postgres_available, postgres_database
 from tests.eventreceiver import Receiver
 from tests.test_ops_metrics import scrape, value
 

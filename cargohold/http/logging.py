@@ -102,7 +102,9 @@ def _text(value: Any) -> str:
     if value is None:
         return "-"
     text = str(value)
-    return json.dumps(text) if (not text or any(c in text for c in ' "=\\')) else text
+    # Quoted (JSON string escapes) when it could split or forge a line: client-chosen names.
+    unsafe = not text or any(c in ' "=\\' or not c.isprintable() for c in text)
+    return json.dumps(text) if unsafe else text
 
 
 class JsonFormatter(logging.Formatter):
