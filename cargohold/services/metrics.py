@@ -103,12 +103,13 @@ def artifact_kind_of(digest: str, media_type: str, content: bytes) -> str:
     return kind
 
 
-def enable_multiprocess(directory: Path) -> None:
+def enable_multiprocess(directory: Path, *, clean: bool = True) -> None:
     """Count in files under `directory`, shared by every worker forked after this call.
 
-    The directory is emptied first: counters restart with each server run."""
+    `cargohold serve` empties it first (counters restart with each server run); another
+    process of the same node (a maintenance command) may join with `clean=False`."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for leftover in directory.glob("*.db"):
+    for leftover in directory.glob("*.db") if clean else ():
         leftover.unlink()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
     values.ValueClass = values.get_value_class()
