@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -37,6 +38,7 @@ class Receiver:
     accepted: list[Received] = field(default_factory=list)
     _attempts: dict[tuple[str, bytes], int] = field(default_factory=dict)
     _loop: asyncio.AbstractEventLoop | None = None
+    _closing: asyncio.Event | None = None
     _runner: web.AppRunner | None = None
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -53,7 +55,9 @@ class Receiver:
             attempt = self._attempts[key] = self._attempts.get(key, 0) + 1
         answer = self.behaviour(request.path, attempt)
         if answer == "hang":
-            await asyncio.sleep(10)
+            assert self._closing is not None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), 10)
             answer = 200
         if answer == 200:
             with self._lock:
@@ -65,6 +69,7 @@ class Receiver:
 
         def run() -> None:
             self._loop = asyncio.new_event_loop()
+            self._closing = asyncio.Event()
             app = web.Application()
             app.router.add_post("/{tail:.*}", self._handle)
             self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
@@ -73,7 +78,6 @@ class Receiver:
             self._loop.run_until_complete(site.start())
             ready.set()
             self._loop.run_forever()
-            self._loop.run_until_complete(self._runner.cleanup())
             self._loop.close()
 
         self._thread = threading.Thread(target=run, daemon=True)
@@ -81,7 +85,13 @@ class Receiver:
         assert ready.wait(10)
 
     def stop(self) -> None:
-        if self._loop is not None and self._thread is not None:
+        if self._loop is not None and self._thread is not None and self._runner is not None:
+            # Shut down on the receiver's loop (hanging handlers are cancelled), then stop it.
+            if self._closing is not None:
+                self._loop.call_soon_threadsafe(self._closing.set)
+            done = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
+            with contextlib.suppress(Exception):
+                done.result(15)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
             self._loop = None

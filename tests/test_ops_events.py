@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 import requests
+from ecrhelpers import ecr_client
 
 from tests import ocihelpers as oh
 from tests.conftest import free_port
@@ -50,9 +52,10 @@ def write_config(path: Path, endpoints: list[dict[str, Any]], **notifications: A
     return path
 
 
-def cli(data_dir: Path, *args: str) -> str:
+def cli(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> str:
     result = subprocess.run([sys.executable, "-m", "cargohold", *args, "--data-dir",
-                             str(data_dir)], capture_output=True, text=True, timeout=60)
+                             str(data_dir)], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, **(env or {})})
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -67,8 +70,20 @@ def events_of(receiver: Receiver, path: str) -> list[dict[str, Any]]:
     return found
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    if request.param == "sqlite":
+        yield {}
+        return
+    if not postgres_available():
+        pytest.skip("PostgreSQL is not reachable")
+    with postgres_database() as url:
+        yield {"CARGOHOLD_DATABASE_URL": url}
+
+
 def test_events_in_both_formats_for_push_tag_pull_delete(
-        make_registry: Callable[..., Any], receiver: Receiver, tmp_path: Path) -> None:
+        make_registry: Callable[..., Any], receiver: Receiver, tmp_path: Path,
+        database_env: dict[str, str]) -> None:
     config = write_config(tmp_path / "events.toml", [
         {"name": "dist", "url": receiver.url("/dist"), "secret": SECRET,
          "headers": {"X-Team": "ops"}, "events": ["push", "tag", "delete", "pull"]},
@@ -77,7 +92,7 @@ def test_events_in_both_formats_for_push_tag_pull_delete(
         {"name": "elsewhere", "url": receiver.url("/elsewhere"),
          "repositories": ["other/*"]},
     ], backoff_initial=0.2, backoff_max=1.0)
-    server = make_registry(["--config", str(config), "--workers", "2"])
+    server = make_registry(["--config", str(config), "--workers", "2"], env=database_env)
     url, repo = server.url, "events/app"
 
     first = oh.build_image(url, repo)
@@ -94,24 +109,33 @@ def test_events_in_both_formats_for_push_tag_pull_delete(
     assert requests.delete(oh.manifest_url(url, repo, "v2"), timeout=30).status_code == 202
     assert requests.delete(oh.manifest_url(url, repo, index.digest),
                            timeout=30).status_code == 202
+    # DeleteRepository (ECR API, force): a delete event for each manifest it held.
+    gone = oh.push_image(url, "events/gone", "v1")
+    ecr_client(url, *server.admin_credentials).delete_repository(
+        repositoryName="events/gone", force=True)
 
     expected = {("push", first.digest, "v1"), ("push", second.digest, "v2"),
                 ("push", index.digest, "multi"), ("push", first.digest, "stable"),
                 ("pull", first.digest, "v1"), ("delete", second.digest, "v2"),
                 ("delete", index.digest, None)}
-    receiver.wait_for(lambda: len(receiver.accepted_on("/dist")) >= len(expected)
-                      and len(receiver.accepted_on("/ecr")) >= len(expected) - 1)
+    elsewhere = {("push", gone.digest, "v1"), ("delete", gone.digest, None)}
+    expected_repos = {first.digest: repo, second.digest: repo, index.digest: repo,
+                      gone.digest: "events/gone"}
+    receiver.wait_for(lambda: len(receiver.accepted_on("/dist")) >= len(expected) + 2
+                      and len(receiver.accepted_on("/ecr")) >= len(expected) + 1)
 
     dist = events_of(receiver, "/dist")
-    assert len({event["id"] for event in dist}) == len(dist) == len(expected)
+    assert len({event["id"] for event in dist}) == len(dist) == len(expected) + 2
     assert {(e["action"], e["target"]["digest"], e["target"].get("tag")) for e in dist} \
-        == expected
-    sizes = {first.digest: first.size, second.digest: second.size, index.digest: index.size}
+        == expected | elsewhere
+    sizes = {first.digest: first.size, second.digest: second.size, index.digest: index.size,
+             gone.digest: gone.size}
     for event in dist:
         target = event["target"]
-        assert target["repository"] == repo
+        assert target["repository"] == expected_repos[target["digest"]]
         assert target["size"] == sizes[target["digest"]]
-        assert target["url"] == f"{url}/v2/{repo}/manifests/{target['digest']}"
+        assert target["url"] == \
+            f"{url}/v2/{target['repository']}/manifests/{target['digest']}"
         assert target["mediaType"] in (oh.OCI_MANIFEST, oh.OCI_INDEX)
         assert event["timestamp"].endswith("Z") and event["request"]["id"]
         assert {"addr", "instanceID"} <= set(event["source"])
@@ -125,20 +149,22 @@ def test_events_in_both_formats_for_push_tag_pull_delete(
             SECRET.encode(), item.body, hashlib.sha256).hexdigest()
 
     ecr = [item.json for item in receiver.accepted_on("/ecr")]
-    assert len({event["id"] for event in ecr}) == len(ecr) == len(expected) - 1
+    assert len({event["id"] for event in ecr}) == len(ecr) == len(expected) + 1
     for event in ecr:
         assert event["detail-type"] == "ECR Image Action" and event["source"] == "aws.ecr"
         detail = event["detail"]
-        assert detail["result"] == "SUCCESS" and detail["repository-name"] == repo
+        assert detail["result"] == "SUCCESS"
+        assert detail["repository-name"] == expected_repos[detail["image-digest"]]
         assert detail["manifest-media-type"] in (oh.OCI_MANIFEST, oh.OCI_INDEX)
         assert detail["artifact-media-type"]
     assert {(e["detail"]["action-type"], e["detail"]["image-digest"],
              e["detail"].get("image-tag")) for e in ecr} == {
         ("PUSH" if action != "delete" else "DELETE", digest, tag)
-        for action, digest, tag in expected if action != "pull"}
+        for action, digest, tag in expected | elsewhere if action != "pull"}
     assert not receiver.accepted_on("/elsewhere")
 
-    listed = json.loads(cli(server.data_dir, "events", "list", "--since", "1h", "-o", "json"))
+    listed = json.loads(cli(server.data_dir, "events", "list", "--since", "1h", "-o", "json",
+                            env=database_env))
     assert {(e["action"], e["digest"], e["tag"]) for e in listed} >= expected - {
         ("push", first.digest, "stable")} | {("tag", first.digest, "stable")}
     for event in listed:
@@ -149,7 +175,8 @@ def test_events_in_both_formats_for_push_tag_pull_delete(
     # `events tail` prints a new push as it happens.
     tail = subprocess.Popen([sys.executable, "-m", "cargohold", "events", "tail", "--since",
                              "1m", "--data-dir", str(server.data_dir)],
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, **database_env})
     try:
         third = oh.push_image(url, repo, "v3")
         assert tail.stdout is not None
@@ -159,17 +186,6 @@ def test_events_in_both_formats_for_push_tag_pull_delete(
     finally:
         tail.kill()
         tail.wait()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
-    if request.param == "sqlite":
-        yield {}
-        return
-    if not postgres_available():
-        pytest.skip("PostgreSQL is not reachable")
-    with postgres_database() as url:
-        yield {"CARGOHOLD_DATABASE_URL": url}
 
 
 def test_event_is_delivered_after_kill_9_and_restart(

@@ -38,7 +38,7 @@ class Storage:
         self.database = database
         self.metadata = MetadataStore(database)
         self.identity = IdentityStore(database)
-        self.repositories = RepositoryStore(database)
+        self.repositories = RepositoryStore(database, self.metadata.outbox)
         self.images = ImageStore(database)
         self.events = EventStore(database)
         self.outbox = self.metadata.outbox
