@@ -11,8 +11,11 @@ from typing import Any
 
 DISTRIBUTION_CONTENT_TYPE = "application/vnd.docker.distribution.events.v1+json"
 SIGNATURE_HEADER = "X-Cargohold-Signature"
+# Both vocabularies lack tag and lifecycle: a tag moved is a push of that tag, an image a
+# lifecycle policy expired is a delete (as ECR reports lifecycle expirations).
 ECR_ACTIONS = {"push": "PUSH", "tag": "PUSH", "delete": "DELETE", "pull": "PULL",
-               "lifecycle": "EXPIRED"}
+               "lifecycle": "DELETE"}
+DISTRIBUTION_ACTIONS = {"tag": "push", "lifecycle": "delete"}
 
 
 def _timestamp(at_us: int) -> str:
@@ -30,8 +33,7 @@ def distribution_event(data: dict[str, Any], source: dict[str, str]) -> dict[str
         target["url"] = f"{base}/v2/{repository}/manifests/{digest}"
     if data.get("tag"):
         target["tag"] = data["tag"]
-    # The distribution vocabulary has push, pull, delete (and mount); tags are pushes there.
-    action = "push" if data["action"] == "tag" else data["action"]
+    action = DISTRIBUTION_ACTIONS.get(data["action"], data["action"])
     return {"id": data["id"], "timestamp": _timestamp(data["at"]), "action": action,
             "target": target, "request": context.get("request") or {},
             "actor": context.get("actor") or {}, "source": source}
