@@ -113,6 +113,7 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
         delay = dispatcher.backoff(attempts)
         ceiling = min(30.0, 2.0 ** attempts)
         assert ceiling / 2 <= delay <= ceiling
+    assert 15.0 <= dispatcher.backoff(10_000) <= 30.0  # no overflow after days of failures
 
 
 @pytest.mark.parametrize("endpoint", [

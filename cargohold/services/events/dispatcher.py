@@ -49,7 +49,8 @@ class Dispatcher:
 
     def backoff(self, attempts: int) -> float:
         """Seconds before the next attempt: exponential, capped, with jitter in [50%, 100%]."""
-        delay = min(self.settings.backoff_max, self.settings.backoff_initial * 2 ** attempts)
+        delay = min(self.settings.backoff_max,
+                    self.settings.backoff_initial * 2 ** min(attempts, 40))
         return delay * random.uniform(0.5, 1.0)
 
     def start(self) -> None:
