@@ -17,6 +17,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from cargohold.config_notifications import NotificationSettings
 from cargohold.wire.duration import parse_duration
 
 # Seconds, written as a number or as 30s, 10m, 1h, 7d.
@@ -66,6 +67,13 @@ class Settings(BaseSettings):
         default=86400.0, description="Seconds between lifecycle-policy runs; 0: never.")
     access_log: bool = False
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Server and access log lines as text or JSON objects.")
+    metrics: bool = Field(default=True, description="Serve Prometheus metrics on /metrics.")
+    metrics_token: str | None = Field(
+        default=None, min_length=16, description="Require `Authorization: Bearer <token>` "
+        "on /metrics.")
+    notifications: NotificationSettings = NotificationSettings()
 
     @property
     def resolved_database_url(self) -> str:

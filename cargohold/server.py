@@ -13,21 +13,22 @@ import multiprocessing
 import os
 import signal
 import socket
-import sys
 from types import FrameType
 
 from cargohold.config import Settings
 from cargohold.http.app import create_app, identity_service
+from cargohold.http.logging import AccessLogger
+from cargohold.http.logging import configure_logging as configure_log_format
 from cargohold.http.serving import run_app
 from cargohold.services.bootstrap import bootstrap_administrator
+from cargohold.services.metrics import enable_multiprocess
 from cargohold.services.storage import Storage
 
 log = logging.getLogger("cargohold")
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def configure_logging(level: str, log_format: str = "text") -> None:
+    configure_log_format(level, log_format)
 
 
 def prepare(settings: Settings) -> None:
@@ -69,14 +70,19 @@ def bind(settings: Settings) -> socket.socket:
 
 
 def run_worker(settings: Settings, sock: socket.socket) -> None:
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
-    run_app(app, sock, access_log=log if settings.access_log else None, shutdown_timeout=10)
+    # The access logger also counts every request in the metrics (access_log only decides
+    # whether it writes a line).
+    run_app(app, sock, access_log=logging.getLogger("cargohold.access"),
+            access_log_class=AccessLogger, shutdown_timeout=10)
 
 
 def serve(settings: Settings) -> None:
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     prepare(settings)
+    # Before any worker forks: every worker counts into files under this directory.
+    enable_multiprocess(settings.data_dir.resolve() / "run" / "metrics")
     sock = bind(settings)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host

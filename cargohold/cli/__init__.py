@@ -21,6 +21,7 @@ from cargohold.cli import (
     browsing,
     bundles,
     charts,
+    events,
     registry_policy,
     retention,
     serving,
@@ -52,3 +53,4 @@ main.add_command(registry_policy.registry_policy)
 main.add_command(retention.gc)
 main.add_command(retention.lifecycle)
 main.add_command(retention.fsck)
+main.add_command(events.events)

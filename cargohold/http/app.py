@@ -18,6 +18,7 @@ from cargohold.http.keys import (
     AUDIT_KEY,
     AUTHORIZER_KEY,
     BLOBS_KEY,
+    EVENTS_KEY,
     IDENTITY_KEY,
     IMAGES_KEY,
     MANIFESTS_KEY,
@@ -27,12 +28,16 @@ from cargohold.http.keys import (
     TEMPLATES_KEY,
     UPLOADS_KEY,
 )
+from cargohold.http.logging import add_request_id, request_id_middleware
+from cargohold.http.metrics import add_metrics_route
 from cargohold.http.strict import single_valued_query_middleware
 from cargohold.http.v2.routes import add_routes
 from cargohold.services.account_settings import AccountSettings
 from cargohold.services.audit import AuditLog
 from cargohold.services.authz import Authorizer
 from cargohold.services.blobs import BlobService, UploadService
+from cargohold.services.events import EventService
+from cargohold.services.events.dispatcher import Dispatcher
 from cargohold.services.identity import IdentityService
 from cargohold.services.images import ImageService
 from cargohold.services.manifests import ManifestService
@@ -59,7 +64,8 @@ def identity_service(storage: Storage) -> IdentityService:
 
 def create_app(settings: Settings) -> web.Application:
     # No client_max_size cap: blob bodies are streamed, manifests are bounded by their handler.
-    app = web.Application(middlewares=[error_middleware, auth.auth_middleware],
+    app = web.Application(middlewares=[request_id_middleware, error_middleware,
+                                       auth.auth_middleware],
                           client_max_size=0)
     app.middlewares.append(single_valued_query_middleware)
     storage = Storage.from_settings(settings)
@@ -79,10 +85,18 @@ def create_app(settings: Settings) -> web.Application:
     app[ACCOUNT_SETTINGS_KEY] = AccountSettings(storage)
     app[TEMPLATES_KEY] = TemplateService(storage)
     app[REGISTRY_POLICY_KEY] = RegistryPolicyService(storage, app[AUTHORIZER_KEY])
+    events = EventService(storage, settings.notifications)
+    app[EVENTS_KEY] = events
+    dispatcher = Dispatcher(storage, settings.notifications, region=settings.region,
+                            account=identity.registry_id,
+                            source={"addr": f"{settings.host}:{settings.port}",
+                                    "instanceID": identity.registry_id})
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         audit.start()
         images.pulls.start()
+        events.pulls.start()
+        dispatcher.start()
         purge = asyncio.get_running_loop().create_task(app[UPLOADS_KEY].purge_periodically(
             settings.upload_session_ttl_hours * 3600, every=3600))
         retention = start_retention(storage)
@@ -91,13 +105,17 @@ def create_app(settings: Settings) -> web.Application:
         purge.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await purge
+        await dispatcher.stop()
+        await events.pulls.stop()
         await images.pulls.stop()
         await audit.stop()
         storage.close()
 
     app.cleanup_ctx.append(lifecycle)
     app.on_response_prepare.append(add_api_version)
+    app.on_response_prepare.append(add_request_id)
     app.router.add_get("/healthz", healthz)
+    add_metrics_route(app)
     add_routes(app)
     app.router.add_post("/", make_endpoint(OPERATIONS))
     return app

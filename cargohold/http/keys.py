@@ -8,6 +8,7 @@ from cargohold.services.account_settings import AccountSettings
 from cargohold.services.audit import AuditLog
 from cargohold.services.authz import Authorizer
 from cargohold.services.blobs import BlobService, UploadService
+from cargohold.services.events import EventService
 from cargohold.services.identity import IdentityService
 from cargohold.services.images import ImageService
 from cargohold.services.manifests import ManifestService
@@ -28,3 +29,4 @@ AUDIT_KEY = web.AppKey("audit", AuditLog)
 ACCOUNT_SETTINGS_KEY = web.AppKey("account_settings", AccountSettings)
 TEMPLATES_KEY = web.AppKey("templates", TemplateService)
 REGISTRY_POLICY_KEY = web.AppKey("registry_policy", RegistryPolicyService)
+EVENTS_KEY = web.AppKey("events", EventService)

@@ -18,7 +18,9 @@ import socket
 from http import HTTPStatus
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import LineTooLong
+from aiohttp.web_log import AccessLogger
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_runner import GracefulExit
@@ -97,12 +99,14 @@ class EnvelopeAppRunner(web.AppRunner):
 
 
 def run_app(app: web.Application, sock: socket.socket, access_log: logging.Logger | None,
-            shutdown_timeout: float) -> None:
+            shutdown_timeout: float,
+            access_log_class: type[AbstractAccessLogger] = AccessLogger) -> None:
     """Serve `app` on `sock` until SIGTERM/SIGINT, then shut down gracefully (as run_app)."""
 
     async def serve() -> None:
         runner = EnvelopeAppRunner(app, handle_signals=True, access_log=access_log,
                                    shutdown_timeout=shutdown_timeout,
+                                   access_log_class=access_log_class,
                                    max_line_size=MAX_REQUEST_LINE,
                                    max_field_size=MAX_HEADER_FIELD)
         await runner.setup()

@@ -7,7 +7,11 @@ the worker stops.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from cargohold.services import metrics
 from cargohold.services.batching import BatchWriter
+from cargohold.services.requestcontext import current_request_id
 from cargohold.services.storage import Storage
 from cargohold.storage.identity import AuditEvent
 
@@ -17,4 +21,10 @@ class AuditLog(BatchWriter[AuditEvent]):
         super().__init__(storage, storage.identity.record_audit, name="audit")
 
     def record(self, event: AuditEvent) -> None:
+        if event.outcome == "unauthenticated":
+            metrics.AUTH_FAILURES.labels(str(event.status)).inc()
+        elif event.outcome == "denied":
+            metrics.AUTHZ_DENIALS.labels(str(event.status)).inc()
+        if event.request_id is None:
+            event = replace(event, request_id=current_request_id())
         self.add(event)

@@ -12,6 +12,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from cargohold.services import metrics
 from cargohold.services.retention.pins import pin_upload_blob
 from cargohold.services.storage import Storage
 from cargohold.storage.blobstore import (
@@ -118,6 +119,7 @@ class UploadService:
         except RepositoryNotFound:
             await self.storage.blobs.delete_upload(upload_id)
             raise _name_unknown(repository) from None
+        metrics.BLOB_UPLOADS.labels("started").inc()
         return UploadState(upload_id, 0)
 
     async def status(self, repository: str, upload_id: str) -> UploadState:
@@ -135,6 +137,18 @@ class UploadService:
                        body: AsyncIterator[bytes] | None, chunk_range: ChunkRange | None,
                        content_length: int | None) -> tuple[Digest, int]:
         """Take the last chunk (if any), verify the whole blob's digest, and publish it."""
+        try:
+            result = await self._complete(repository, upload_id, digest, body, chunk_range,
+                                          content_length)
+        except Exception:
+            metrics.BLOB_UPLOADS.labels("failed").inc()
+            raise
+        metrics.BLOB_UPLOADS.labels("completed").inc()
+        return result
+
+    async def _complete(self, repository: str, upload_id: str, digest: str,
+                        body: AsyncIterator[bytes] | None, chunk_range: ChunkRange | None,
+                        content_length: int | None) -> tuple[Digest, int]:
         expected = parse_digest(digest)
         async with self._writer(repository, upload_id) as (writer, record):
             size = record.size

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from cargohold.services import metrics
 from cargohold.services.batching import BatchWriter
 from cargohold.services.manifests import ManifestService
 from cargohold.services.repositories import decode_token, encode_token, not_found
@@ -154,6 +155,8 @@ class ImageService:
                 continue
             record = await self.manifests.get(repository, result.digest)
             self.note_pull(repository, result.digest)
+            metrics.MANIFESTS_PULLED.labels(metrics.artifact_kind(
+                record.media_type, result.artifact_type, result.config_media_type)).inc()
             identifier = {"imageDigest": result.digest}
             if image_id.get("imageTag"):
                 identifier["imageTag"] = image_id["imageTag"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cargohold.services import metrics
 from cargohold.services.storage import Storage
 from cargohold.storage.metadata import (
     DeclaredReference,
@@ -96,6 +97,8 @@ class ManifestService:
         except MissingReferences as exc:
             raise RegistryError(ErrorCode.MANIFEST_BLOB_UNKNOWN,
                                 detail={"blobs": exc.blobs, "manifests": exc.manifests}) from None
+        metrics.MANIFESTS_PUSHED.labels(metrics.artifact_kind(
+            manifest.media_type, manifest.artifact_type, manifest.config_media_type)).inc()
         return PushResult(manifest.digest, manifest.subject_digest, tag_names,
                           manifest.media_type, outcome.created or bool(outcome.moved_tags))
 

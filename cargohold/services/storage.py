@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from cargohold.config import Settings
 from cargohold.storage.blobstore import BlobStore
 from cargohold.storage.database import Database
+from cargohold.storage.events import EventStore
 from cargohold.storage.filesystem import FilesystemBlobStore
 from cargohold.storage.identity import IdentityStore
 from cargohold.storage.images import ImageStore
@@ -36,8 +38,10 @@ class Storage:
         self.database = database
         self.metadata = MetadataStore(database)
         self.identity = IdentityStore(database)
-        self.repositories = RepositoryStore(database)
+        self.repositories = RepositoryStore(database, self.metadata.outbox)
         self.images = ImageStore(database)
+        self.events = EventStore(database)
+        self.outbox = self.metadata.outbox
         self.blobs = blobs
         self.keys = keys
         self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="db")
@@ -56,7 +60,8 @@ class Storage:
         is run again, up to three times, against the state the winner left.
         """
         loop = asyncio.get_running_loop()
-        call = functools.partial(fn, *args, **kwargs)
+        # The call sees the request's context (its id and caller, for audit and event rows).
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
         for attempt in range(CONFLICT_RETRIES):
             try:
                 return await loop.run_in_executor(self._executor, call)

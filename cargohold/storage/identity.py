@@ -56,6 +56,7 @@ class AuditEvent:
     status: int | None
     remote: str | None
     detail: str | None = None
+    request_id: str | None = None
 
 
 _KEY_COLUMNS = (access_keys.c.id, access_keys.c.user_id, users.c.name, access_keys.c.status,
@@ -236,7 +237,8 @@ class IdentityStore:
             return
         rows = [{"at": e.at, "principal": e.principal, "access_key_id": e.access_key_id,
                  "action": e.action, "repository": e.repository, "outcome": e.outcome,
-                 "status": e.status, "remote": e.remote, "detail": e.detail} for e in events]
+                 "status": e.status, "remote": e.remote, "detail": e.detail,
+                 "request_id": e.request_id} for e in events]
         with self.database.write() as conn:
             conn.execute(insert(audit_events), rows)
 
@@ -245,7 +247,8 @@ class IdentityStore:
                     since: int | None = None) -> list[AuditEvent]:
         query = select(audit_events.c.at, audit_events.c.principal, audit_events.c.access_key_id,
                        audit_events.c.action, audit_events.c.repository, audit_events.c.outcome,
-                       audit_events.c.status, audit_events.c.remote, audit_events.c.detail)
+                       audit_events.c.status, audit_events.c.remote, audit_events.c.detail,
+                       audit_events.c.request_id)
         if principal is not None:
             query = query.where(audit_events.c.principal == principal)
         if repository is not None:

@@ -19,6 +19,7 @@ from sqlalchemy import (
 
 from cargohold.storage.database import Database
 from cargohold.storage.ecr_settings import apply_creation_template
+from cargohold.storage.events import Change, Outbox
 from cargohold.storage.schema import (
     blobs,
     manifest_references,
@@ -169,6 +170,8 @@ class MetadataStore:
         self._insert = database.insert
         self._read = database.read
         self._write = database.write
+        # Events go to the outbox in the same transaction as the change they report.
+        self.outbox = Outbox()
 
     # -- repositories --------------------------------------------------------------------
 
@@ -409,6 +412,7 @@ class MetadataStore:
                     index_elements=["repository_id", "name"],
                     set_={"manifest_id": manifest_id, "updated_at": now}))
                 moved.append(name)
+            self.outbox.record(conn, _push_changes(repository, manifest, created, moved), now)
             return ManifestPut(created, tuple(moved))
 
     @staticmethod
@@ -469,8 +473,13 @@ class MetadataStore:
             repo_id = self._repository_id(conn, repository)
             if repo_id is None:
                 return False
+            gone = conn.execute(select(manifests.c.media_type, manifests.c.size).where(
+                manifests.c.repository_id == repo_id, manifests.c.digest == digest)).first()
             result = conn.execute(delete(manifests).where(
                 manifests.c.repository_id == repo_id, manifests.c.digest == digest))
+            if result.rowcount > 0 and gone is not None:
+                self.outbox.record(conn, [Change("delete", repository, digest, gone.media_type,
+                                                 gone.size)], now_us())
             return result.rowcount > 0
 
     def delete_tag(self, repository: str, tag: str) -> bool:
@@ -478,8 +487,15 @@ class MetadataStore:
             repo_id = self._repository_id(conn, repository)
             if repo_id is None:
                 return False
+            gone = conn.execute(
+                select(manifests.c.digest, manifests.c.media_type, manifests.c.size)
+                .join(tags, tags.c.manifest_id == manifests.c.id)
+                .where(tags.c.repository_id == repo_id, tags.c.name == tag)).first()
             result = conn.execute(delete(tags).where(
                 tags.c.repository_id == repo_id, tags.c.name == tag))
+            if result.rowcount > 0 and gone is not None:
+                self.outbox.record(conn, [Change("delete", repository, gone.digest,
+                                                 gone.media_type, gone.size, tag)], now_us())
             return result.rowcount > 0
 
     def list_tags(self, repository: str, last: str | None, limit: int | None) -> list[str] | None:
@@ -495,3 +511,15 @@ class MetadataStore:
             if limit is not None:
                 query = query.limit(limit)
             return list(conn.execute(query).scalars())
+
+def _push_changes(repository: str, manifest: NewManifest, created: bool,
+                  moved: list[str]) -> list[Change]:
+    """A new manifest is a push (named by its first tag); tags moved onto it are tag events."""
+    def change(action: str, tag: str | None) -> Change:
+        return Change(action, repository, manifest.digest, manifest.media_type,
+                      len(manifest.content), tag,
+                      manifest.artifact_type or manifest.config_media_type)
+    if created:
+        return [change("push", moved[0] if moved else None),
+                *(change("tag", tag) for tag in moved[1:])]
+    return [change("tag", tag) for tag in moved]

@@ -9,6 +9,7 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cargohold.storage.database import Database
+from cargohold.storage.events import Change, Outbox
 from cargohold.storage.metadata import RepositoryNotFound, now_us
 from cargohold.storage.schema import (
     manifests,
@@ -55,8 +56,9 @@ def _record(row: object) -> RepositoryRecord:
 
 
 class RepositoryStore:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, outbox: Outbox | None = None) -> None:
         self.database = database
+        self.outbox = outbox or Outbox()
 
     @staticmethod
     def _get(conn: Connection, name: str) -> RepositoryRecord:
@@ -107,6 +109,13 @@ class RepositoryStore:
                 raise RepositoryNotEmpty(name)
             uploads = list(conn.execute(select(upload_sessions.c.id).where(
                 upload_sessions.c.repository_id == record.id)).scalars())
+            if images:  # each manifest deleted with the repository is a delete event
+                self.outbox.record(conn, [
+                    Change("delete", name, row.digest, row.media_type, row.size)
+                    for row in conn.execute(select(
+                        manifests.c.digest, manifests.c.media_type, manifests.c.size).where(
+                        manifests.c.repository_id == record.id).order_by(manifests.c.id))],
+                    now_us())
             conn.execute(delete(repositories).where(repositories.c.id == record.id))
         return record, uploads
 

@@ -182,5 +182,6 @@ audit_events = Table(
     Column("status", Integer),
     Column("remote", String(64)),
     Column("detail", Text),
+    Column("request_id", String(128)),
     Index(None, "at"),
 )

@@ -5,12 +5,19 @@ from __future__ import annotations
 from aiohttp import web
 
 from cargohold.http.auth import require_login
-from cargohold.http.keys import AUTHORIZER_KEY, IMAGES_KEY, MANIFESTS_KEY, STORAGE_KEY
+from cargohold.http.keys import (
+    AUTHORIZER_KEY,
+    EVENTS_KEY,
+    IMAGES_KEY,
+    MANIFESTS_KEY,
+    STORAGE_KEY,
+)
 from cargohold.http.v2.common import (
     page_size,
     paginated,
     repository_name,
 )
+from cargohold.services import metrics
 from cargohold.services.manifests import manifest_too_large
 
 CATALOG_BATCH = 1000
@@ -32,6 +39,10 @@ async def get_manifest(request: web.Request) -> web.Response:
     if request.method == "HEAD":
         return web.Response(status=200, headers=headers)
     request.app[IMAGES_KEY].note_pull(name, record.digest)
+    metrics.MANIFESTS_PULLED.labels(metrics.artifact_kind_of(record.digest, record.media_type,
+                                                             record.content)).inc()
+    reference = request.match_info["reference"]
+    request.app[EVENTS_KEY].note_pull(name, record, None if ":" in reference else reference)
     return web.Response(status=200, body=record.content, headers=headers)
 
 
