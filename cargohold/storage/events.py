@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import Connection, and_, delete, exists, func, insert, or_, select, update
@@ -17,6 +18,10 @@ from cargohold.storage.schema_events import outbox_deliveries as deliveries
 from cargohold.storage.schema_events import outbox_events as events
 
 REGISTRY_TOPIC = "registry"
+
+# Why the deletes recorded in this context happen: "delete" (a client asked), or "lifecycle"
+# (a lifecycle policy expired the image). Set by the caller; it follows `Storage.db` threads.
+DELETE_CAUSE: ContextVar[str] = ContextVar("cargohold_delete_cause", default="delete")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +80,10 @@ class Outbox:
         self.recorded: Callable[[str], None] | None = None
 
     def record(self, conn: Connection, changes: Sequence[Change], now: int) -> None:
+        cause = DELETE_CAUSE.get()
         for change in changes:
+            if change.action == "delete" and cause != "delete":
+                change = replace(change, action=cause)
             consumers, context = self.router(change) if self.router else ([], {})
             context = change.context or context  # recorded later, off its request (pulls)
             event_id = str(uuid.uuid4())

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 from cargohold.services.blobs import UploadService
+from cargohold.services.metrics import GC_RECLAIMED_BYTES, GC_RUNS
 from cargohold.services.storage import Storage
 from cargohold.storage.collection import CollectionStore, Graph
 from cargohold.storage.maintenance import JobLease, MaintenanceStore
@@ -144,8 +145,14 @@ class GarbageCollector:
             report.duration_seconds = round(time.monotonic() - clock, 3)
             await self.storage.db(self.locks.record_run, JOB, lease.holder, started, dry_run,
                                   report.as_dict())
+        except BaseException:
+            GC_RUNS.labels(result="failure").inc()
+            raise
         finally:
             await self.storage.db(lease.release)
+        GC_RUNS.labels(result="success").inc()
+        if not dry_run:
+            GC_RECLAIMED_BYTES.labels(kind="blobs").inc(report.bytes_reclaimed)
         if not dry_run and (report.blobs_deleted or report.manifests_deleted):
             log.info("garbage collection: %d manifests, %d links, %d blobs (%d bytes) deleted",
                      report.manifests_deleted, report.links_deleted, report.blobs_deleted,

@@ -21,7 +21,9 @@ from typing import Any
 
 from cargohold.services.images import ImageService
 from cargohold.services.manifests import ManifestService
+from cargohold.services.metrics import LIFECYCLE_EXPIRATIONS
 from cargohold.services.storage import Storage
+from cargohold.storage.events import DELETE_CAUSE
 from cargohold.storage.identity import AuditEvent
 from cargohold.storage.images import ImageRecord
 from cargohold.storage.lifecycle import ImageFacts, LifecycleStore, StoredPolicy
@@ -198,13 +200,19 @@ class LifecycleService:
         children of an index that nothing else keeps. Garbage collection frees the bytes."""
         images = ImageService(self.storage, ManifestService(self.storage))
         children = await self._call(repository, self.store.children, expiry.image.digest)
-        deleted, _ = await images.batch_delete(repository, [{"imageDigest": expiry.image.digest}])
-        if not deleted:
-            return
-        for child in children:
-            found = await images.find(repository, {"imageDigest": child})
-            if isinstance(found, ImageRecord) and not found.tags:
-                await images.batch_delete(repository, [{"imageDigest": child}])
+        cause = DELETE_CAUSE.set("lifecycle")  # its events say a policy expired it
+        try:
+            deleted, _ = await images.batch_delete(repository,
+                                                   [{"imageDigest": expiry.image.digest}])
+            if not deleted:
+                return
+            for child in children:
+                found = await images.find(repository, {"imageDigest": child})
+                if isinstance(found, ImageRecord) and not found.tags:
+                    await images.batch_delete(repository, [{"imageDigest": child}])
+        finally:
+            DELETE_CAUSE.reset(cause)
+        LIFECYCLE_EXPIRATIONS.labels(reason=expiry.rule.count_type).inc()
         detail = {"imageDigest": expiry.image.digest, "imageTags": list(expiry.image.tags),
                   "rulePriority": expiry.rule.priority,
                   "ruleDescription": expiry.rule.description}
