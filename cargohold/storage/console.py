@@ -31,7 +31,15 @@ from sqlalchemy import (
 from cargohold.storage.database import Database
 from cargohold.storage.images import ImageRecord, _group
 from cargohold.storage.metadata import RepositoryNotFound
-from cargohold.storage.schema import audit_events, manifests, metadata, repositories, tags
+from cargohold.storage.schema import (
+    access_keys,
+    audit_events,
+    manifests,
+    metadata,
+    repositories,
+    tags,
+    users,
+)
 
 console_sessions = Table(
     "console_sessions", metadata,
@@ -81,12 +89,22 @@ class SessionStore:
                 access_key_id=access_key_id, created_at=now, expires_at=expires_at))
 
     def get(self, token: str, now: int) -> SessionRecord | None:
+        """The live session of a token: unexpired, its user still there and, when it signed
+        in with an access key, that key still active (so deactivating a key ends it)."""
+        key_active = select(access_keys.c.id).where(
+            access_keys.c.id == console_sessions.c.access_key_id,
+            access_keys.c.user_id == console_sessions.c.user_id,
+            access_keys.c.status == "Active").exists()
+        user_there = select(users.c.id).where(users.c.id == console_sessions.c.user_id).exists()
         with self.database.read() as conn:
             row = conn.execute(select(
                 console_sessions.c.user_id, console_sessions.c.user_name,
                 console_sessions.c.access_key_id, console_sessions.c.expires_at,
             ).where(console_sessions.c.token_hash == token_hash(token),
-                    console_sessions.c.expires_at > now)).one_or_none()
+                    console_sessions.c.expires_at > now,
+                    or_(console_sessions.c.user_id.is_(None),
+                        and_(user_there, or_(console_sessions.c.access_key_id.is_(None),
+                                             key_active))))).one_or_none()
         return SessionRecord(*row) if row is not None else None
 
     def revoke(self, token: str) -> bool:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import html
+import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -87,12 +87,7 @@ async def _session_principal(request: web.Request, token: str) -> Principal | No
         return None
     if record.user_id is None:
         return ANONYMOUS
-    principal = Principal(record.user_id, record.user_name, record.access_key_id, "console")
-    identity = request.app[IDENTITY_KEY]
-    valid = identity.cached_validity(principal)
-    if valid is None:
-        valid = await storage.read(identity.check_validity, principal)
-    return principal if valid else None
+    return Principal(record.user_id, record.user_name, record.access_key_id, "console")
 
 
 async def _start_session(request: web.Request, principal: Principal) -> str:
