@@ -174,6 +174,12 @@ def test_csrf_token_is_checked(console: ConsoleServer) -> None:  # noqa: F811
                                allow_redirects=False)
         assert refused.status_code == 403 and "security token" in refused.text
     assert not exists("forged/one")
+    # Sign-in itself needs the token of the visitor's pre-session cookie (no login CSRF).
+    anonymous = requests.post(f"{console.url}/console/signin", data={
+        "access_key_id": console.key_id, "secret_access_key": console.secret},
+        allow_redirects=False)
+    assert anonymous.status_code == 403 and "cargohold_console=" not in anonymous.headers.get(
+        "Set-Cookie", "")
     # Another session's token does not fit this session.
     _, other_token = requests_session(console.url, console.key_id, console.secret)
     refused = session.post(f"{console.url}/console/repositories/create",

@@ -162,6 +162,26 @@ def test_archive_keeps_wanted_files_bounded(tmp_path: Path,
     assert view.entries == [("p/a.rego", 16)]
 
 
+def test_sign_in_never_redirects_off_site(console: ConsoleServer) -> None:  # noqa: F811
+    for target in ("//evil.example/x", "https://evil.example/", "/console/\\evil", "/v2/"):
+        session = requests.Session()
+        token = re.search(r'name="csrf" value="([^"]+)"',
+                          session.get(f"{console.url}/console/signin").text)
+        assert token is not None
+        response = session.post(f"{console.url}/console/signin", data={
+            "csrf": token.group(1), "access_key_id": console.key_id,
+            "secret_access_key": console.secret, "next": target}, allow_redirects=False)
+        assert response.status_code == 303 and response.headers["Location"] == "/console/"
+
+
+def test_session_cookie_is_secure_behind_https(make_registry: Any) -> None:
+    server = make_registry(env={"CARGOHOLD_PUBLIC_URL": "https://registry.example.com"})
+    response = requests.get(f"{server.url}/console/", allow_redirects=False)
+    cookie = response.headers["Set-Cookie"]
+    assert "cargohold_console=" in cookie and "Secure" in cookie and "HttpOnly" in cookie
+    assert "SameSite=Strict" in cookie and "Max-Age=43200" in cookie
+
+
 def test_anonymous_mode_needs_no_sign_in(make_registry: Any) -> None:
     server = make_registry()  # --anonymous
     Pusher(server.url, None).image("open/app", "1")

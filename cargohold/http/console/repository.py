@@ -76,7 +76,9 @@ async def repository_page(request: web.Request, name: str, *, error: str = "",
     preview: dict[str, Any] | None = None
     if all(available(op) for op in LIFECYCLE_OPS):
         lifecycle, lifecycle_error = await _read_op(request, "GetLifecyclePolicy", named)
-        preview, _ = await _read_op(request, "GetLifecyclePolicyPreview", named)
+        if images:  # the preview's verdict on the images of this page (the model's max: 100)
+            preview, _ = await _read_op(request, "GetLifecyclePolicyPreview", {
+                **named, "imageIds": [{"imageDigest": image.digest} for image in images]})
     expiring = {result.get("imageDigest"): result for result in
                 (preview or {}).get("previewResults", [])}
 
