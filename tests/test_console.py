@@ -209,6 +209,10 @@ def test_typed_confirmation_deletes_repository(page: Any, console: ConsoleServer
         console.url, (console.key_id, console.secret))
     pusher.image("scratch/gone", "1")
     signed_in(page, console)
+    # Filter as you type hides the other rows (the same filter also works as a plain form).
+    page.get_by_label("Filter by name").fill("scratch")
+    assert page.locator("#repos tr[data-name='team/app']").is_hidden()
+    assert page.locator("#repos tr[data-name='scratch/gone']").is_visible()
     row = page.locator("tr", has=page.get_by_role("link", name="scratch/gone"))
     row.get_by_text("Delete…").click()
     button = row.get_by_role("button", name="Delete repository")
