@@ -57,6 +57,7 @@ def start_console_server(data_dir: Path) -> ConsoleServer:
                                         b"signature-bytes")
     pushed["chart"] = push.chart("charts/demo", "0.1.0")
     pushed["bundle"] = push.bundle("policies/authz", "1")
+    pushed["cli_chart"] = push_chart_with_cli(server, data_dir.parent / "cli-chart")
     cargohold_admin(data_dir, "users", "create", VIEWER, "--password-stdin", "--no-key",
                     stdin=VIEWER_PASSWORD + "\n")
     policy = data_dir.parent / "viewer-policy.json"
@@ -66,6 +67,28 @@ def start_console_server(data_dir: Path) -> ConsoleServer:
         "Resource": "arn:aws:ecr:*:*:repository/team/*"}]}))
     cargohold_admin(data_dir, "users", "put-policy", VIEWER, "ReadTeam", str(policy))
     return ConsoleServer(server, key_id, secret, pushed)
+
+
+def push_chart_with_cli(server: RegistryProcess, workdir: Path) -> str:
+    """Push a chart directory with the real `cargohold chart push` (Helm's OCI format)."""
+    chart = workdir / "webapp"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text(
+        "apiVersion: v2\nname: webapp\nversion: 2.4.1\nappVersion: \"9.9\"\n"
+        "description: Pushed by the cargohold CLI\n")
+    (chart / "values.yaml").write_text("image: nginx\n")
+    (chart / "README.md").write_text("# Web app\n\nInstall with `helm install`.\n")
+    (chart / "templates" / "service.yaml").write_text("kind: Service\n")
+    config = workdir / "docker-config.json"
+    cli = [sys.executable, "-m", "cargohold"]
+    key_id, secret = server.admin_credentials
+    subprocess.run([*cli, "login", server.host, "-u", key_id, "--password-stdin",
+                    "--registry-config", str(config)], input=secret, text=True, check=True,
+                   capture_output=True, timeout=120)
+    subprocess.run([*cli, "chart", "push", str(chart), f"{server.host}/charts",
+                    "--registry-config", str(config), "--no-progress"], check=True,
+                   capture_output=True, timeout=120)
+    return "charts/webapp:2.4.1"
 
 
 @pytest.fixture(scope="module")

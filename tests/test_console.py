@@ -107,6 +107,18 @@ def test_browse_to_helm_chart(page: Any, console: ConsoleServer) -> None:  # noq
     assert page.get_by_text("helm pull oci://").is_visible()
 
 
+def test_chart_pushed_by_the_cli(page: Any, console: ConsoleServer) -> None:  # noqa: F811
+    signed_in(page, console)
+    page.get_by_label("Search repositories and tags").fill("2.4.1")
+    page.get_by_label("Search repositories and tags").press("Enter")
+    page.get_by_role("link", name="charts/webapp:2.4.1").click()
+    chart = page.locator("#chart")
+    assert chart.locator("dt:text-is('Name') + dd").inner_text() == "webapp"
+    assert chart.locator("dt:text-is('App version') + dd").inner_text() == "9.9"
+    assert chart.locator(".readme h1").inner_text() == "Web app"
+    assert chart.locator(".readme code").inner_text() == "helm install"
+
+
 def test_opa_bundle_lists_and_reads_rego(page: Any, console: ConsoleServer) -> None:  # noqa: F811
     signed_in(page, console)
     page.goto(f"{console.url}/console/r/policies/authz/-/a/1")

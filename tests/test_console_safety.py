@@ -19,7 +19,9 @@ from tests.console_content import Pusher, targz
 from tests.consolehelpers import (
     ConsoleServer,
     browser,  # noqa: F401 - fixture
+    cargohold_admin,
     console,  # noqa: F401 - fixture
+    requests_session,
     sign_in,
 )
 
@@ -172,6 +174,26 @@ def test_sign_in_never_redirects_off_site(console: ConsoleServer) -> None:  # no
             "csrf": token.group(1), "access_key_id": console.key_id,
             "secret_access_key": console.secret, "next": target}, allow_redirects=False)
         assert response.status_code == 303 and response.headers["Location"] == "/console/"
+
+
+def test_sessions_hold_and_end_across_workers(make_registry: Any) -> None:
+    server = make_registry(["--workers", "2"], anonymous=False)
+    key_id, secret = server.admin_credentials
+    session, token = requests_session(server.url, key_id, secret)
+    for _ in range(8):  # whichever worker answers knows the session
+        assert session.get(f"{server.url}/console/", allow_redirects=False).status_code == 200
+    cookie = session.cookies.get("cargohold_console")
+    assert session.post(f"{server.url}/console/signout", data={"csrf": token},
+                        allow_redirects=False).status_code == 303
+    for _ in range(8):  # and every worker knows it ended
+        replay = requests.get(f"{server.url}/console/", cookies={"cargohold_console": cookie},
+                              allow_redirects=False)
+        assert replay.status_code == 303 and "/console/signin" in replay.headers["Location"]
+    # Deactivating the access key a session signed in with ends that session too.
+    session, _ = requests_session(server.url, key_id, secret)
+    cargohold_admin(server.data_dir, "keys", "deactivate", key_id)
+    ended = session.get(f"{server.url}/console/", allow_redirects=False)
+    assert ended.status_code == 303
 
 
 def test_session_cookie_is_secure_behind_https(make_registry: Any) -> None:
