@@ -170,8 +170,9 @@ async def registry_post(request: web.Request) -> web.StreamResponse:
                 document = json.loads(text)
             except ValueError as exc:
                 raise ValueError(f"the registry policy is not valid JSON: {exc}") from None
-            await invoke(request, principal, "PutRegistryPolicy",
-                         {"policyText": json.dumps(document)})
+            if not isinstance(document, dict):
+                raise ValueError("the registry policy must be a JSON object")
+            await invoke(request, principal, "PutRegistryPolicy", {"policyText": text.strip()})
         elif op == "delete_policy":
             await invoke(request, principal, "DeleteRegistryPolicy", {})
         elif op == "create_template":

@@ -125,7 +125,7 @@ def _checked_json(text: str, what: str) -> str:
         raise ValueError(f"the {what} is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise ValueError(f"the {what} must be a JSON object")
-    return json.dumps(document)
+    return text.strip()  # stored as written, like ECR does
 
 
 async def policy_submit(request: web.Request, name: str) -> web.StreamResponse:
