@@ -197,11 +197,23 @@ def test_sessions_hold_and_end_across_workers(make_registry: Any) -> None:
 
 
 def test_session_cookie_is_secure_behind_https(make_registry: Any) -> None:
-    server = make_registry(env={"CARGOHOLD_PUBLIC_URL": "https://registry.example.com"})
-    response = requests.get(f"{server.url}/console/", allow_redirects=False)
-    cookie = response.headers["Set-Cookie"]
-    assert "cargohold_console=" in cookie and "Secure" in cookie and "HttpOnly" in cookie
-    assert "SameSite=Strict" in cookie and "Max-Age=43200" in cookie
+    server = make_registry(env={"CARGOHOLD_PUBLIC_URL": "https://registry.example.com"},
+                           anonymous=False)
+    # Over plain HTTP a client keeps Secure cookies to itself, so they are carried by hand.
+    first = requests.get(f"{server.url}/console/signin")
+    pre = first.headers["Set-Cookie"]
+    assert "Secure" in pre and "HttpOnly" in pre and "SameSite=Strict" in pre
+    token = re.search(r'name="csrf" value="([^"]+)"', first.text)
+    assert token is not None
+    key_id, secret = server.admin_credentials
+    signed = requests.post(f"{server.url}/console/signin", data={
+        "csrf": token.group(1), "access_key_id": key_id, "secret_access_key": secret},
+        headers={"Cookie": pre.split(";", 1)[0]}, allow_redirects=False)
+    assert signed.status_code == 303
+    cookie = next(value for value in signed.raw.headers.getlist("Set-Cookie")
+                  if value.startswith("cargohold_console="))
+    assert "Max-Age=43200" in cookie
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
 
 
 def test_anonymous_mode_needs_no_sign_in(make_registry: Any) -> None:

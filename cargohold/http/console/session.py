@@ -112,13 +112,12 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
     token = request.cookies.get(SESSION_COOKIE)
     principal = await _session_principal(request, token) if token else None
     new_cookies: list[tuple[str, str, int]] = []
-    if principal is None and open_access:
-        principal = ANONYMOUS
-        token = await _start_session(request, ANONYMOUS)
-        new_cookies.append((SESSION_COOKIE, token, SESSION_TTL))
-    if principal is None:
-        token = None
-        if not request.path.startswith(PUBLIC_PATHS):
+    if principal is not None and token:
+        binding = token
+    else:
+        # Not signed in: an open registry's visitor, or someone on the way to sign in. Their
+        # forms are bound to a random cookie of their own (no database row for visitors).
+        if not open_access and not request.path.startswith(PUBLIC_PATHS):
             if request.method == "GET":
                 target = request.path_qs
                 raise web.HTTPSeeOther(f"/console/signin?next={quote(target, safe='')}")
@@ -126,9 +125,7 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
         binding = request.cookies.get(PRE_COOKIE) or ""
         if len(binding) < 32:
             binding = secrets.token_urlsafe(32)
-            new_cookies.append((PRE_COOKIE, binding, 3600))
-    else:
-        binding = token or ""
+            new_cookies.append((PRE_COOKIE, binding, SESSION_TTL))
     visit = Visit(principal or ANONYMOUS, csrf_token(request, binding),
                   principal is not None and not principal.anonymous, open_access)
     request["console"] = visit
