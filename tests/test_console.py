@@ -323,3 +323,36 @@ def test_screenshots(browser: Any, console: ConsoleServer,  # noqa: F811
                 taken += 1
             context.close()
     assert taken == 24 and len(list(target.glob("*.png"))) >= 28
+
+
+def test_repository_page_filters_sorts_and_pages_in_sql(console: ConsoleServer) -> None:  # noqa: F811
+    pusher = __import__("tests.console_content", fromlist=["Pusher"]).Pusher(
+        console.url, (console.key_id, console.secret))
+    base = pusher.image("paged/app", "t0", seed="paged")
+    document = requests.get(f"{console.url}/v2/paged/app/manifests/t0",
+                            auth=(console.key_id, console.secret),
+                            headers={"Accept": base["mediaType"]}).json()
+    for n in range(1, 60):
+        pusher.manifest("paged/app", {**document, "annotations": {"n": str(n)}},
+                        f"t{n}" if n % 3 == 0 else None)
+    pusher.referrer("paged/app", base, "application/spdx+json", b"{}")
+    session, _ = requests_session(console.url, console.key_id, console.secret)
+
+    def tags_on(query: str) -> list[str]:
+        text = session.get(f"{console.url}/console/r/paged/app?{query}").text
+        return re.findall(r'class="tag" href="[^"]+">([^<]+)</a>', text)
+
+    first = session.get(f"{console.url}/console/r/paged/app").text
+    assert "61 images" in first and "Page 1 of 2" in first
+    assert tags_on("")[0] == "t57"  # newest first
+    assert tags_on("order=oldest")[0] == "t0"
+    assert tags_on("page=2") == ["t9", "t6", "t3", "t0"]  # the 11 oldest of 61
+    assert tags_on("tag=t5") == ["t57", "t54", "t51"]
+    assert tags_on("status=UNTAGGED") == [] and "untagged" in session.get(
+        f"{console.url}/console/r/paged/app?status=UNTAGGED").text
+    sboms = session.get(f"{console.url}/console/r/paged/app?kind=sbom").text
+    assert "1 image" in sboms and "SBOM" in sboms
+    assert "0 images" in session.get(f"{console.url}/console/r/paged/app?kind=helm").text
+    listing = session.get(f"{console.url}/console/?sort=images&order=desc").text
+    names = re.findall(r'class="strong" href="/console/r/([^"]+)"', listing)
+    assert names[0] == "paged/app"
