@@ -304,7 +304,9 @@ def test_screenshots(browser: Any, console: ConsoleServer,  # noqa: F811
              "artifact-multiarch": "/console/r/team/app/-/a/multi",
              "artifact-chart": "/console/r/charts/demo/-/a/0.1.0",
              "artifact-image": "/console/r/team/app/-/a/1.0",
-             "admin-users": "/console/admin/users"}
+             "artifact-bundle": "/console/r/policies/authz/-/a/1?file=authz/policy.rego",
+             "admin-users": "/console/admin/users",
+             "admin-registry": "/console/admin/registry"}
     taken = 0
     for scheme in ("light", "dark"):
         for label, width in (("phone", 390), ("desktop", 1280)):
@@ -322,7 +324,7 @@ def test_screenshots(browser: Any, console: ConsoleServer,  # noqa: F811
                                 full_page=True)
                 taken += 1
             context.close()
-    assert taken == 24 and len(list(target.glob("*.png"))) >= 28
+    assert taken == 32 and len(list(target.glob("*.png"))) >= 36
 
 
 def test_repository_page_filters_sorts_and_pages_in_sql(console: ConsoleServer) -> None:  # noqa: F811
