@@ -18,6 +18,7 @@ from tests.consolehelpers import (
     VIEWER_PASSWORD,
     ConsoleServer,
     browser,  # noqa: F401 - fixture
+    cargohold_admin,
     console,  # noqa: F401 - fixture
     requests_session,
     screenshot_dir,
@@ -358,3 +359,28 @@ def test_repository_page_filters_sorts_and_pages_in_sql(console: ConsoleServer) 
     listing = session.get(f"{console.url}/console/?sort=images&order=desc").text
     names = re.findall(r'class="strong" href="/console/r/([^"]+)"', listing)
     assert names[0] == "paged/app"
+
+
+def test_describe_only_user_sees_repository_but_not_its_images(console: ConsoleServer,  # noqa: F811
+                                                               tmp_path: Any) -> None:
+    data_dir = console.server.data_dir
+    cargohold_admin(data_dir, "users", "create", "describer", "--password-stdin", "--no-key",
+                    stdin="describer-password\n")
+    policy = tmp_path / "policy.json"
+    policy.write_text('{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", '
+                      '"Action": "ecr:DescribeRepositories", '
+                      '"Resource": "arn:aws:ecr:*:*:repository/charts/*"}]}')
+    cargohold_admin(data_dir, "users", "put-policy", "describer", "Describe", str(policy))
+    session = requests.Session()
+    token = re.search(r'name="csrf" value="([^"]+)"',
+                      session.get(f"{console.url}/console/signin").text)
+    assert token is not None
+    session.post(f"{console.url}/console/signin", data={
+        "csrf": token.group(1), "user_name": "describer", "password": "describer-password"})
+    listing = session.get(f"{console.url}/console/").text
+    assert "charts/demo" in listing and "team/app" not in listing
+    page = session.get(f"{console.url}/console/r/charts/demo")
+    assert page.status_code == 200 and "You may not list the images" in page.text
+    assert "0.1.0" not in page.text
+    assert session.get(f"{console.url}/console/r/charts/demo/-/a/0.1.0").status_code == 404
+    assert session.get(f"{console.url}/console/r/team/app").status_code == 404

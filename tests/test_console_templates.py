@@ -43,7 +43,7 @@ def test_lifecycle_panel_and_preview_marks_render() -> None:
         statuses=("ANY", "TAGGED", "UNTAGGED"), policy="", policy_error="",
         can_set_policy=True, lifecycle='{"rules": []}', lifecycle_error="",
         lifecycle_available=True, can_set_lifecycle=True, can_preview=True, preview=preview,
-        expiring={DIGEST: preview["previewResults"][0]}, can_delete=True)
+        expiring={DIGEST: preview["previewResults"][0]}, can_delete=True, can_list=True)
     assert "7 image(s) would expire" in html
     assert html.count('class="expiring"') == 1 and 'title="Rule 1">expires</span>' in html
     assert "Save lifecycle policy" in html and ">Preview</button>" in html

@@ -136,8 +136,7 @@ class BrowseStore:
             for row in conn.execute(
                     select(manifests.c.repository_id, manifests.c.media_type,
                            manifests.c.artifact_type).distinct()
-                    .where(manifests.c.repository_id.in_(list(repos)),
-                           manifests.c.subject_digest.is_(None))):
+                    .where(manifests.c.repository_id.in_(list(repos)))):
                 kinds.setdefault(row.repository_id, []).append(
                     (row.media_type, row.artifact_type))
         result = {}

@@ -14,7 +14,7 @@ from cargohold.http.console.kinds import BY_KEY, kind_filter
 from cargohold.http.console.render import may, render
 from cargohold.http.console.session import BROWSE_KEY, redirect
 from cargohold.http.keys import STORAGE_KEY
-from cargohold.services.actions import BATCH_GET_IMAGE, DESCRIBE_IMAGES
+from cargohold.services.actions import BATCH_GET_IMAGE, DESCRIBE_IMAGES, DESCRIBE_REPOSITORIES
 from cargohold.storage.metadata import RepositoryNotFound
 from cargohold.wire.ecr import EcrError
 from cargohold.wire.names import NAME_PATTERN
@@ -31,8 +31,14 @@ def not_found(request: web.Request, name: str) -> web.HTTPException:
     return web.HTTPNotFound(text=f"No repository {name!r} that you may see.")
 
 
-async def visible(request: web.Request, name: str) -> bool:
+async def may_list_images(request: web.Request, name: str) -> bool:
     return await may(request, DESCRIBE_IMAGES, name) or await may(request, BATCH_GET_IMAGE, name)
+
+
+async def visible(request: web.Request, name: str) -> bool:
+    """Listed on the Repositories page (pull or describe), so its page opens."""
+    return await may_list_images(request, name) or await may(request, DESCRIBE_REPOSITORIES,
+                                                              name)
 
 
 async def _read_op(request: web.Request, name: str, params: dict[str, Any]
@@ -60,13 +66,16 @@ async def repository_page(request: web.Request, name: str, *, error: str = "",
     page = max(1, min(page, 1_000_000))
     storage = request.app[STORAGE_KEY]
     browse = request.app[BROWSE_KEY]
+    can_list = await may_list_images(request, name)
     try:
         images, total = await storage.read(
-            browse.image_page, name, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE,
-            newest_first=newest, tag_status=tag_status,
+            browse.image_page, name, offset=(page - 1) * PAGE_SIZE,
+            limit=PAGE_SIZE if can_list else 0, newest_first=newest, tag_status=tag_status,
             kind_filter=kind_filter(kind_key) if kind_key else None, tag_prefix=text)
     except RepositoryNotFound:
         raise not_found(request, name) from None
+    if not can_list:
+        images, total = [], 0
     pages = max(1, -(-total // PAGE_SIZE))
     counts = await storage.read(browse.referrer_counts, name, [i.digest for i in images])
     principal = request["console"].principal
@@ -106,7 +115,7 @@ async def repository_page(request: web.Request, name: str, *, error: str = "",
         "can_preview": await allowed(request, principal, "StartLifecyclePolicyPreview", named),
         "preview": preview, "expiring": expiring,
         "can_delete": await allowed(request, principal, "BatchDeleteImage", named),
-        "error": error}, status=status)
+        "can_list": can_list, "error": error}, status=status)
 
 
 def _pretty(text: str) -> str:
