@@ -148,6 +148,10 @@ def test_multiarch_tree_with_signature_and_sbom(page: Any, console: ConsoleServe
     assert graph.locator(".ref .kind-signature").count() == 1
     digest = console.pushed["index"]["digest"]
     assert page.locator("#digest").inner_text() == digest
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.get_by_role("button", name="Copy digest").click()
+    page.get_by_role("button", name="Copied").wait_for()
+    assert page.evaluate("navigator.clipboard.readText()") == digest
     commands = page.locator("#pull").inner_text()
     assert f"docker pull 127.0.0.1:{console.server.port}/team/app@{digest}" in commands
     assert "aws ecr batch-get-image" in commands and "oras pull" in commands

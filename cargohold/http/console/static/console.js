@@ -13,11 +13,24 @@
     });
   });
   // Copy buttons (hidden without JS, since they need the clipboard API).
+  var copyText = function (text) {
+    if (navigator.clipboard && window.isSecureContext) return navigator.clipboard.writeText(text);
+    // Plain HTTP on a non-local host has no clipboard API: copy through a selection instead.
+    var area = document.createElement("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.className = "sr";
+    document.body.appendChild(area);
+    area.select();
+    var copied = document.execCommand("copy");
+    document.body.removeChild(area);
+    return copied ? Promise.resolve() : Promise.reject(new Error("copy refused"));
+  };
   document.querySelectorAll("button.copy[data-copy]").forEach(function (button) {
     button.hidden = false;
     button.addEventListener("click", function () {
       var label = button.textContent;
-      navigator.clipboard.writeText(button.getAttribute("data-copy")).then(function () {
+      copyText(button.getAttribute("data-copy")).then(function () {
         button.textContent = "Copied";
         setTimeout(function () { button.textContent = label; }, 1500);
       }, function () { button.textContent = "Copy failed"; });
