@@ -254,6 +254,16 @@ def test_admin_creates_user_and_sees_secret_once(page: Any, console: ConsoleServ
     assert key_id.startswith("AKCH") and len(secret) >= 40
     page.goto(f"{console.url}/console/admin/users")
     assert secret not in page.content()
+    page.on("dialog", lambda dialog: dialog.accept())
+    row = page.locator("#users tr", has=page.get_by_text("newcomer", exact=True))
+    row.get_by_role("button", name="Deactivate").click()
+    page.get_by_text(f"Access key {key_id} is now Inactive.").wait_for()
+    assert requests.get(f"{console.url}/v2/_catalog", auth=(key_id, secret)).status_code == 401
+    row.get_by_role("button", name="Delete", exact=True).click()
+    page.get_by_text(f"Access key {key_id} deleted.").wait_for()
+    row.get_by_role("button", name="Delete user").click()
+    page.get_by_text("User newcomer deleted.").wait_for()
+    assert page.locator("#users").get_by_text("newcomer", exact=True).count() == 0
     page.get_by_role("link", name="Audit log").click()
     page.get_by_placeholder("Action (e.g. ecr:PutImage)").fill("iam:CreateUser")
     page.get_by_role("button", name="Filter").click()
