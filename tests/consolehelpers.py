@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.clihelpers import missing
 from tests.conftest import RegistryProcess
 from tests.console_content import Pusher
 
@@ -100,10 +101,15 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleServer]
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    playwright_api = pytest.importorskip("playwright.sync_api")
     executable = shutil.which("chromium")
-    if executable is None:
-        pytest.skip("Debian's chromium is not installed")
+    try:
+        from playwright import sync_api as playwright_api
+    except ImportError:
+        playwright_api = None
+    if playwright_api is None or executable is None:
+        missing("playwright and Debian's chromium",
+                "pip install -e '.[test]'; apt-get install chromium")
+    assert playwright_api is not None and executable is not None
     with playwright_api.sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=executable, headless=True)
         yield launched
