@@ -278,8 +278,10 @@ def test_missing_required_member(ecr: Ecr, repo: str) -> None:
 
 def test_get_is_not_an_operation(ecr: Ecr, repo: str) -> None:
     with unchanged(ecr):
-        resp = requests.get(ecr.url + "/", timeout=TIMEOUT)
-        assert 400 <= resp.status_code < 500, describe(resp)
+        resp = requests.get(ecr.url + "/", timeout=TIMEOUT, allow_redirects=False)
+        # GET / is the web console's front door (issue 11), never an ECR operation.
+        assert resp.status_code == 303 and resp.headers["Location"] == "/console/", \
+            describe(resp)
 
 
 def test_unsupported_model_operation(ecr: Ecr, repo: str) -> None:

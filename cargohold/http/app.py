@@ -10,6 +10,7 @@ from aiohttp import web
 
 from cargohold.config import Settings
 from cargohold.http import auth
+from cargohold.http.console.routes import setup_console
 from cargohold.http.ecr.operations import OPERATIONS
 from cargohold.http.ecr.protocol import make_endpoint
 from cargohold.http.errors import add_api_version, error_middleware
@@ -118,4 +119,5 @@ def create_app(settings: Settings) -> web.Application:
     add_metrics_route(app)
     add_routes(app)
     app.router.add_post("/", make_endpoint(OPERATIONS))
+    setup_console(app)
     return app
