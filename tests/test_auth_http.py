@@ -1094,6 +1094,23 @@ def test_user_password(secure: Secure) -> None:
     assert resp.status_code == 200, describe(resp)
 
 
+def test_token_of_a_password_user_works_until_the_user_is_deleted(secure: Secure) -> None:
+    # A token minted from a user name and password carries no access key: its validity is
+    # the user's existence.
+    secure.create_user("pwtoken", TEAM_PULL, password="pw-token-secret")
+    token = secure.token_for(basic("pwtoken", "pw-token-secret"), "repository:team/app:pull")
+    resp = secure.request("GET", "/v2/team/app/manifests/v1", bearer(token))
+    assert resp.status_code == 200, describe(resp)
+    secure.cli("admin", "users", "delete", "pwtoken")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        resp = secure.request("GET", "/v2/team/app/manifests/v1", bearer(token))
+        if resp.status_code != 200:
+            break
+        time.sleep(0.5)
+    assert resp.status_code == 401, describe(resp)
+
+
 def test_user_password_is_not_stored_in_clear(secure: Secure) -> None:
     data = b"".join(p.read_bytes() for p in secure.data_dir.glob("metadata.db*"))
     assert b"correct horse" not in data

@@ -107,6 +107,12 @@ class IdentityStore:
         with self.database.read() as conn:
             return int(conn.execute(select(func.count()).select_from(users)).scalar_one())
 
+    def user_exists(self, user_id: int) -> bool:
+        """Whether a token minted for a user signed in by password still has its user."""
+        with self.database.read() as conn:
+            return conn.execute(select(users.c.id).where(users.c.id == user_id)
+                                ).first() is not None
+
     def delete_user(self, name: str) -> bool:
         with self.database.write() as conn:
             return conn.execute(delete(users).where(users.c.name == name)).rowcount > 0
