@@ -372,3 +372,8 @@ register_client_commands(main)
 from cargohold.cli_events import events as events_commands  # noqa: E402
 
 main.add_command(events_commands)
+
+from cargohold.cli_upstreams import pull_through_rules, upstream_credentials  # noqa: E402
+
+admin.add_command(upstream_credentials)
+admin.add_command(pull_through_rules)

@@ -27,6 +27,7 @@ from cargohold.http.keys import (
 )
 from cargohold.http.logging import add_request_id, request_id_middleware
 from cargohold.http.metrics import add_metrics_route
+from cargohold.http.v2 import cache as pull_through_cache
 from cargohold.http.v2.routes import add_routes
 from cargohold.services.audit import AuditLog
 from cargohold.services.authz import Authorizer
@@ -98,6 +99,7 @@ def create_app(settings: Settings) -> web.Application:
         storage.close()
 
     app.cleanup_ctx.append(lifecycle)
+    pull_through_cache.install(app, storage)
     app.on_response_prepare.append(add_api_version)
     app.on_response_prepare.append(add_request_id)
     app.router.add_get("/healthz", healthz)

@@ -321,12 +321,13 @@ class MetadataStore:
         return None
 
     def put_manifest(self, repository: str, manifest: NewManifest, tag_names: Sequence[str], *,
-                     create: bool) -> ManifestPut:
-        """Record a manifest and point tags at it, atomically; refuse dangling references and
-        moves of immutable tags."""
+                     create: bool, require_references: bool = True) -> ManifestPut:
+        """Record a manifest and point tags at it, atomically; refuse dangling references
+        (unless a pull-through cache stores what it fetches on demand) and moves of immutable
+        tags."""
         with self._write() as conn:
             repo_id = self._ensure_repository(conn, repository, create)
-            missing = self._missing(conn, repo_id, manifest)
+            missing = self._missing(conn, repo_id, manifest) if require_references else None
             if missing is not None:
                 raise missing
             now = now_us()

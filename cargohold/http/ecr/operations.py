@@ -410,3 +410,7 @@ OPERATIONS: dict[str, OperationSpec] = {
     "GetDownloadUrlForLayer": OperationSpec(get_download_url_for_layer, _named),
     "GetAuthorizationToken": OperationSpec(get_authorization_token, _registry),
 }
+
+from cargohold.http.ecr.pull_through import PULL_THROUGH_OPERATIONS  # noqa: E402
+
+OPERATIONS.update(PULL_THROUGH_OPERATIONS)

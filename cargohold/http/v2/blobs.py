@@ -7,6 +7,7 @@ from aiohttp import web
 from cargohold.http.auth import authorize, may
 from cargohold.http.blobresponse import send_file
 from cargohold.http.keys import BLOBS_KEY, UPLOADS_KEY
+from cargohold.http.v2 import cache
 from cargohold.http.v2.common import (
     body_stream,
     chunk_range,
@@ -21,6 +22,9 @@ from cargohold.wire.names import validate_name
 
 async def get_blob(request: web.Request) -> web.StreamResponse:
     name = repository_name(request)
+    fetched = await cache.blob(request, name, request.match_info["digest"])
+    if fetched is not None:
+        return fetched
     digest, location = await request.app[BLOBS_KEY].locate(name, request.match_info["digest"])
     headers = {
         "Content-Type": "application/octet-stream",

@@ -14,6 +14,7 @@ from cargohold.http.keys import (
     MANIFESTS_KEY,
     STORAGE_KEY,
 )
+from cargohold.http.v2 import cache
 from cargohold.http.v2.common import (
     page_size,
     paginated,
@@ -28,7 +29,7 @@ CATALOG_BATCH = 1000
 
 async def get_manifest(request: web.Request) -> web.Response:
     name = repository_name(request)
-    record = await request.app[MANIFESTS_KEY].get(name, request.match_info["reference"])
+    record = await cache.manifest(request, name, request.match_info["reference"])
     headers = {
         "Content-Type": record.media_type,
         "Docker-Content-Digest": record.digest,
@@ -128,8 +129,7 @@ async def catalog(request: web.Request) -> web.Response:
 async def referrers(request: web.Request) -> web.Response:
     name = repository_name(request)
     artifact_type = request.query.get("artifactType") or None
-    index = await request.app[MANIFESTS_KEY].referrers(name, request.match_info["digest"],
-                                                       artifact_type)
+    index = await cache.referrers(request, name, request.match_info["digest"], artifact_type)
     headers = {"Content-Type": OCI_INDEX}
     if artifact_type is not None:
         headers["OCI-Filters-Applied"] = "artifactType"

@@ -1,0 +1,56 @@
+"""pull-through cache rules, upstream credentials, cached tag checks
+
+Revision ID: 0010
+Revises: 0006
+
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0010"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+
+def _name(length: int) -> sa.String:
+    return sa.String(length=length).with_variant(sa.String(length=length, collation="C"),
+                                                 "postgresql")
+
+
+def upgrade() -> None:
+    op.create_table(
+        "upstream_credentials",
+        sa.Column("name", _name(512), nullable=False),
+        sa.Column("username", sa.String(length=512), nullable=False),
+        sa.Column("secret_ciphertext", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("updated_at", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_upstream_credentials")),
+    )
+    op.create_table(
+        "pull_through_rules",
+        sa.Column("prefix", _name(30), nullable=False),
+        sa.Column("upstream_url", sa.String(length=2048), nullable=False),
+        sa.Column("upstream_prefix", sa.String(length=30), nullable=True),
+        sa.Column("upstream_registry", sa.String(length=64), nullable=True),
+        sa.Column("credential_arn", sa.String(length=612), nullable=True),
+        sa.Column("allow_push", sa.Boolean(), server_default=sa.false(), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("updated_at", sa.BigInteger(), nullable=True),
+        sa.PrimaryKeyConstraint("prefix", name=op.f("pk_pull_through_rules")),
+    )
+    op.create_table(
+        "cached_tag_checks",
+        sa.Column("repository", _name(255), nullable=False),
+        sa.Column("tag", _name(128), nullable=False),
+        sa.Column("checked_at", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("repository", "tag", name=op.f("pk_cached_tag_checks")),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("cached_tag_checks")
+    op.drop_table("pull_through_rules")
+    op.drop_table("upstream_credentials")
