@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import requests
+from botocore.exceptions import ClientError
 from clienthelpers import (
     build_multiarch,
     require_oras,
@@ -181,6 +182,25 @@ def test_authenticated_upstream_and_its_referrers(cache: Cache, private: Ecr) ->
     assert cache.get(f"/v2/anon-private/{repo}/tags/list").status_code == 404
 
 
+def test_basic_auth_upstream(cache: Cache, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The CNCF registry with htpasswd challenges with Basic: the rule's credential answers."""
+    guarded = LoggedRegistry(tmp_path_factory.mktemp("basic"), {"puller": "pa55word"}).start()
+    try:
+        session = requests.Session()
+        session.auth = ("puller", "pa55word")
+        repo = f"library/basic-{uuid.uuid4().hex[:6]}"
+        artifact = push_image(guarded, repo, "v1", session)
+        arn = cache.cli("admin", "upstream-credentials", "put", "basic", "--username",
+                        "puller", "--password-stdin", stdin="pa55word\n")
+        cache.rule("basic", guarded.url, credentialArn=arn)
+        got = cache.get(f"/v2/basic/{repo}/manifests/v1")
+        assert got.status_code == 200 and got.content == artifact.manifest, got.text
+        for blob in artifact.blobs:
+            assert cache.get(f"/v2/basic/{repo}/blobs/{hashlib_digest(blob)}").content == blob
+    finally:
+        guarded.stop()
+
+
 def hashlib_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -256,6 +276,13 @@ def test_pushes_into_cache_repositories_are_refused_unless_the_rule_allows(
                        headers={"Content-Type": OCI_MANIFEST})
     assert put.status_code == 403
     assert cache.get(f"/v2/{repo}/tags/list").status_code == 404
+    with pytest.raises(ClientError) as exc:
+        cache.ecr.initiate_layer_upload(repositoryName=repo)
+    assert "pull-through cache" in str(exc.value)
+    with pytest.raises(ClientError):
+        cache.ecr.put_image(repositoryName=repo, imageManifest=image().manifest.decode(),
+                            imageTag="v1")
+    assert cache.get(f"/v2/{repo}/tags/list").status_code == 404
     cache.cli("admin", "pull-through-rules", "allow-push", "faulty")
     deadline = time.monotonic() + 30
     accepted = requests.post(f"{cache.url}/v2/faulty/pushed/blobs/uploads/", timeout=TIMEOUT)
@@ -284,25 +311,29 @@ def short_ttl(tmp_path_factory: pytest.TempPathFactory,
         yield cache
 
 
-def push_image(registry: LoggedRegistry, repo: str, tag: str) -> Any:
+def push_image(registry: LoggedRegistry, repo: str, tag: str,
+               session: requests.Session | None = None) -> Any:
+    http = session or requests.Session()
     artifact = image()
     for blob in artifact.blobs:
-        upload_blob(registry, repo, blob)
-    response = requests.put(f"{registry.url}/v2/{repo}/manifests/{tag}", data=artifact.manifest,
+        upload_blob(registry, repo, blob, http)
+    response = http.put(f"{registry.url}/v2/{repo}/manifests/{tag}", data=artifact.manifest,
                             headers={"Content-Type": OCI_MANIFEST}, timeout=TIMEOUT)
     assert response.status_code == 201, response.text
     return artifact
 
 
-def upload_blob(registry: LoggedRegistry, repo: str, data: bytes) -> None:
+def upload_blob(registry: LoggedRegistry, repo: str, data: bytes,
+                http: requests.Session | None = None) -> None:
     """POST then PUT ?digest= (the CNCF registry has no single-request upload)."""
-    started = requests.post(f"{registry.url}/v2/{repo}/blobs/uploads/", timeout=TIMEOUT)
+    http = http or requests.Session()
+    started = http.post(f"{registry.url}/v2/{repo}/blobs/uploads/", timeout=TIMEOUT)
     assert started.status_code == 202, started.text
     location = started.headers["Location"]
     if location.startswith("/"):
         location = registry.url + location
     separator = "&" if "?" in location else "?"
-    done = requests.put(f"{location}{separator}digest={hashlib_digest(data)}", data=data,
+    done = http.put(f"{location}{separator}digest={hashlib_digest(data)}", data=data,
                         headers={"Content-Type": "application/octet-stream"}, timeout=TIMEOUT)
     assert done.status_code == 201, done.text
 

@@ -411,6 +411,10 @@ OPERATIONS: dict[str, OperationSpec] = {
     "GetAuthorizationToken": OperationSpec(get_authorization_token, _registry),
 }
 
-from cargohold.http.ecr.pull_through import PULL_THROUGH_OPERATIONS  # noqa: E402
+from cargohold.http.ecr.pull_through import (  # noqa: E402
+    PULL_THROUGH_OPERATIONS,
+    guard_cache_pushes,
+)
 
 OPERATIONS.update(PULL_THROUGH_OPERATIONS)
+OPERATIONS.update(guard_cache_pushes(OPERATIONS))

@@ -3,9 +3,10 @@ registry URL may be an upstream (`upstreamRegistryUrl`, with `upstreamRegistry` 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from cargohold.http.ecr.protocol import Call, OperationSpec
+from cargohold.http.ecr.protocol import Call, Operation, OperationSpec
 from cargohold.http.v2.cache import CACHE_KEY, RULES_KEY
 from cargohold.services.repositories import decode_token, encode_token
 from cargohold.services.upstream.client import UpstreamError
@@ -114,3 +115,22 @@ PULL_THROUGH_OPERATIONS: dict[str, OperationSpec] = {
     "DeletePullThroughCacheRule": OperationSpec(delete_rule, _registry),
     "ValidatePullThroughCacheRule": OperationSpec(validate_rule, _registry),
 }
+
+PUSH_OPERATIONS = ("PutImage", "InitiateLayerUpload", "UploadLayerPart", "CompleteLayerUpload")
+
+
+def _refusing_cache_pushes(handler: Operation) -> Operation:
+    async def guarded(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        refusal = await call.request.app[CACHE_KEY].push_refusal(params["repositoryName"])
+        if refusal is not None:
+            # ECR's own answer to a push into a pull-through cache repository.
+            raise EcrError("InvalidParameterException", refusal)
+        return await handler(call, params)
+
+    return guarded
+
+
+def guard_cache_pushes(operations: dict[str, OperationSpec]) -> dict[str, OperationSpec]:
+    """The ECR push operations, refusing cache repositories whose rule forbids pushes."""
+    return {name: replace(operations[name], handler=_refusing_cache_pushes(
+        operations[name].handler)) for name in PUSH_OPERATIONS if name in operations}
