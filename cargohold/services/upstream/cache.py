@@ -336,6 +336,8 @@ class PullThroughCache:
                                    f"{size} bytes")
             if hasher.hexdigest() != digest.hex:
                 raise client.error(502, f"sent bytes that do not match {digest}")
+            if held:  # verified: the client may have the last chunk while the blob is fsynced
+                await fetch.offer(held.pop())
             await blobs.commit_upload(upload_id, written, str(digest))
             await self._ensure_repository(repository)
             await self.storage.db(self.storage.metadata.link_blob, repository, str(digest),
@@ -346,8 +348,6 @@ class PullThroughCache:
             raise
         finally:
             response.release()
-        if held:
-            await fetch.offer(held.pop())
         await fetch.offer(None)
 
 
