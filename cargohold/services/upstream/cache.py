@@ -311,14 +311,26 @@ class PullThroughCache:
         hasher = hashlib.new(digest.algorithm)
         held: list[bytes] = []
 
+        async def pieces() -> AsyncIterator[bytes]:
+            """The body in CHUNK-sized pieces (fewer hops per byte)."""
+            buffer = bytearray()
+            async for piece in response.content.iter_any():
+                buffer += piece
+                if len(buffer) >= CHUNK:
+                    yield bytes(buffer)
+                    buffer.clear()
+            if buffer:
+                yield bytes(buffer)
+
         async def relay() -> AsyncIterator[bytes]:
             received = 0
             try:
-                async for chunk in response.content.iter_chunked(CHUNK):
+                async for chunk in pieces():
                     received += len(chunk)
                     if size is not None and received > size:
                         raise client.error(502, f"sent more than the {size} bytes announced")
-                    hasher.update(chunk)
+                    # hashlib releases the GIL: the loop keeps receiving meanwhile.
+                    await asyncio.to_thread(hasher.update, chunk)
                     if held:
                         await fetch.offer(held.pop())
                     held.append(chunk)  # the last chunk waits for the digest check
