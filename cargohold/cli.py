@@ -373,7 +373,12 @@ from cargohold.cli_events import events as events_commands  # noqa: E402
 
 main.add_command(events_commands)
 
-from cargohold.cli_upstreams import pull_through_rules, upstream_credentials  # noqa: E402
+from cargohold.cli_upstreams import (  # noqa: E402
+    pull_through_rules,
+    replication_destinations,
+    upstream_credentials,
+)
 
 admin.add_command(upstream_credentials)
 admin.add_command(pull_through_rules)
+admin.add_command(replication_destinations)

@@ -4,6 +4,7 @@ cannot say. Run straight against the database, like the other admin commands."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -103,3 +104,48 @@ def allow_push(prefix: str, allow: bool, data_dir: Path | None,
         except EcrError as exc:
             raise click.ClickException(exc.message) from None
     click.echo(f"pushes into {prefix}/… {'allowed' if allow else 'refused'}")
+
+
+@click.group("replication-destinations")
+def replication_destinations() -> None:
+    """Remote registries that replication rules (PutReplicationConfiguration) name."""
+
+
+@replication_destinations.command("put")
+@click.argument("registry_id")
+@click.option("--url", required=True, help="The destination registry (any OCI registry).")
+@click.option("--username", "-u", default=None, help="User name at the destination.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+@_settings_options
+def put_destination(registry_id: str, url: str, username: str | None, password_stdin: bool,
+                    data_dir: Path | None, config_file: Path | None) -> None:
+    """Add (or replace) a destination; its password is sealed under the server key."""
+    from cargohold.services.upstream.rules import upstream_base_url
+    from cargohold.storage.replication import ReplicationStore
+    from cargohold.wire.ecr import EcrError
+
+    if not re.fullmatch(r"[0-9]{12}", registry_id):
+        raise click.UsageError("REGISTRY_ID is 12 digits, as ECR registry ids are")
+    try:
+        upstream_base_url(url)
+    except EcrError as exc:
+        raise click.UsageError(exc.message) from None
+    if password_stdin != (username is not None):
+        raise click.UsageError("--username and --password-stdin go together")
+    password = click.get_text_stream("stdin").read().rstrip("\n") if password_stdin else None
+    with _rules(data_dir, config_file) as rules:
+        sealed = rules.storage.keys.seal(password) if password is not None else None
+        ReplicationStore(rules.storage.database).put_destination(registry_id, url, username,
+                                                                 sealed)
+    click.echo(f"replication destination {registry_id}: {url}")
+
+
+@replication_destinations.command("list")
+@_settings_options
+def list_destinations(data_dir: Path | None, config_file: Path | None) -> None:
+    from cargohold.storage.replication import ReplicationStore
+
+    with _rules(data_dir, config_file) as rules:
+        for destination in ReplicationStore(rules.storage.database).destinations():
+            click.echo(f"{destination.registry_id}\t{destination.url}\t"
+                       f"{destination.username or '-'}")

@@ -19,3 +19,6 @@ class UpstreamSettings(BaseModel):
                            description="Seconds an upstream may stay silent mid-transfer.")
     connect_timeout: float = Field(default=10, gt=0, le=300,
                                    description="Seconds to connect to an upstream.")
+    replication_retry_max: float = Field(
+        default=300, gt=0, le=86400, description="Longest wait, in seconds, between retries "
+        "of a replication that failed (the backoff doubles up to it).")

@@ -37,3 +37,22 @@ cached_tag_checks = Table(
     Column("tag", name_type(128), primary_key=True),
     Column("checked_at", BigInteger, nullable=False),
 )
+
+replication_destinations = Table(
+    "replication_destinations", metadata,
+    # The registryId that PutReplicationConfiguration's destinations name.
+    Column("registry_id", String(12), primary_key=True),
+    Column("url", String(2048), nullable=False),
+    Column("username", String(512)),
+    Column("secret_ciphertext", Text),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+# The registry's replication configuration (ECR's shape, as JSON): one row, id 1.
+replication_configuration = Table(
+    "replication_configuration", metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("document", Text, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)

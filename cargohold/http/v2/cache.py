@@ -1,5 +1,6 @@
-"""The /v2 hooks of pull-through cache repositories: manifest, blob and referrers GETs go
-through the cache, and pushes into a cache repository are refused unless its rule allows."""
+"""Wiring of the upstream features, and the /v2 hooks of pull-through cache repositories:
+manifest, blob and referrers GETs go through the cache, and pushes into a cache repository are
+refused unless its rule allows."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from cargohold.http.auth import Handler
 from cargohold.http.keys import IDENTITY_KEY, MANIFESTS_KEY
 from cargohold.services.storage import Storage
 from cargohold.services.upstream.cache import PullThroughCache
+from cargohold.services.upstream.replication import ReplicationService
 from cargohold.services.upstream.rules import RuleService
 from cargohold.storage.metadata import ManifestRecord
 from cargohold.wire.errors import ErrorCode, RegistryError
@@ -22,19 +24,26 @@ from cargohold.wire.names import validate_name
 log = logging.getLogger(__name__)
 RULES_KEY = web.AppKey("pull_through_rules", RuleService)
 CACHE_KEY = web.AppKey("pull_through_cache", PullThroughCache)
+REPLICATION_KEY = web.AppKey("replication", ReplicationService)
 PUSH_METHODS = frozenset({"PUT", "POST", "PATCH"})
 
 
 def install(app: web.Application, storage: Storage) -> None:
-    """Wire the pull-through cache into an application (before it starts)."""
+    """Wire the upstream features into an application (before it starts): the pull-through
+    cache, and replication (its outbox router and background worker)."""
     rules = RuleService(storage, app[IDENTITY_KEY].registry_id)
     cache = PullThroughCache(storage, rules)
+    replication = ReplicationService(storage)
     app[RULES_KEY] = rules
     app[CACHE_KEY] = cache
+    app[REPLICATION_KEY] = replication
     app.middlewares.append(refuse_cache_pushes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await replication.refresh(force=True)
+        replication.start()
         yield
+        await replication.stop()
         await cache.close()
 
     app.cleanup_ctx.append(lifecycle)

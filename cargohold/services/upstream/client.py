@@ -8,6 +8,7 @@ import asyncio
 import re
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
@@ -61,10 +62,11 @@ class UpstreamClient:
     """Requests to one upstream registry with one (optional) credential."""
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str,
-                 credential: UpstreamCredential | None) -> None:
+                 credential: UpstreamCredential | None, actions: str = "pull") -> None:
         self.session = session
         self.base_url = base_url
         self.credential = credential
+        self.actions = actions  # token scope: "pull" for a cache, "pull,push" to replicate
         self._auth: dict[str, _Token] = {}
         self._lock = asyncio.Lock()
 
@@ -78,16 +80,18 @@ class UpstreamClient:
         return UpstreamError(self.base_url, status, message, retry_after)
 
     async def request(self, method: str, path: str, repository: str | None,
-                      headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
+                      headers: dict[str, str] | None = None,
+                      data: Any = None) -> aiohttp.ClientResponse:
         """Send a request, answering one auth challenge; the caller releases the response.
-        Any status of 400 and above raises UpstreamError."""
+        Any status of 400 and above raises UpstreamError. `path` may be an absolute URL (an
+        upload's Location). A streamed `data` cannot be sent twice: authenticate first."""
         scope = repository or ""
-        response = await self._send(method, path, scope, headers)
+        response = await self._send(method, path, scope, headers, data)
         if response.status == 401:
             challenge = response.headers.get("WWW-Authenticate", "")
             response.release()
             await self._authenticate(challenge, repository)
-            response = await self._send(method, path, scope, headers)
+            response = await self._send(method, path, scope, headers, data)
         if response.status >= 400:
             status = response.status
             reason = response.reason or ""
@@ -97,15 +101,16 @@ class UpstreamClient:
                              retry_after)
         return response
 
-    async def _send(self, method: str, path: str, scope: str,
-                    headers: dict[str, str] | None) -> aiohttp.ClientResponse:
+    async def _send(self, method: str, path: str, scope: str, headers: dict[str, str] | None,
+                    data: Any = None) -> aiohttp.ClientResponse:
         all_headers = dict(headers or {})
         token = self._auth.get(scope)
         if token is not None and token.expires > time.monotonic():
             all_headers["Authorization"] = token.header
+        url = path if path.startswith(("http://", "https://")) else self.base_url + path
         try:
-            return await self.session.request(method, self.base_url + path,
-                                              headers=all_headers, allow_redirects=True)
+            return await self.session.request(method, url, headers=all_headers, data=data,
+                                              allow_redirects=True)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise self.error(None, f"unreachable ({type(exc).__name__}: {exc})") from None
 
@@ -126,7 +131,7 @@ class UpstreamClient:
             raise self.error(401, "sent a Bearer challenge without a realm")
         query = {"service": params["service"]} if params.get("service") else {}
         if repository:
-            query["scope"] = f"repository:{repository}:pull"
+            query["scope"] = f"repository:{repository}:{self.actions}"
         try:
             async with self.session.get(realm, params=query, auth=self._basic()) as response:
                 if response.status != 200:

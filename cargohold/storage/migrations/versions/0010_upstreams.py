@@ -1,4 +1,4 @@
-"""pull-through cache rules, upstream credentials, cached tag checks
+"""pull-through cache rules, upstream credentials, cached tag checks, replication
 
 Revision ID: 0010
 Revises: 0006
@@ -48,9 +48,28 @@ def upgrade() -> None:
         sa.Column("checked_at", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("repository", "tag", name=op.f("pk_cached_tag_checks")),
     )
+    op.create_table(
+        "replication_destinations",
+        sa.Column("registry_id", sa.String(length=12), nullable=False),
+        sa.Column("url", sa.String(length=2048), nullable=False),
+        sa.Column("username", sa.String(length=512), nullable=True),
+        sa.Column("secret_ciphertext", sa.Text(), nullable=True),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("updated_at", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("registry_id", name=op.f("pk_replication_destinations")),
+    )
+    op.create_table(
+        "replication_configuration",
+        sa.Column("id", sa.BigInteger(), nullable=False),
+        sa.Column("document", sa.Text(), nullable=False),
+        sa.Column("updated_at", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_replication_configuration")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("replication_configuration")
+    op.drop_table("replication_destinations")
     op.drop_table("cached_tag_checks")
     op.drop_table("pull_through_rules")
     op.drop_table("upstream_credentials")
