@@ -6,6 +6,7 @@ up. Destinations are configured with `cargohold admin replication-destinations p
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -200,6 +201,25 @@ def test_a_destination_that_was_down_catches_up(source: Source, late: LoggedRegi
                         headers={"Content-Type": OCI_MANIFEST},
                         timeout=TIMEOUT).status_code == 201
     assert eventually(lambda: statuses(source, repo, "v1") == {LATE_ID: "FAILED"})
+    late.start()
+    assert eventually(lambda: fetch(late.url, f"/v2/{repo}/manifests/v1").content
+                      == artifact.manifest)
+    assert eventually(lambda: statuses(source, repo, "v1") == {LATE_ID: "COMPLETE"})
+
+
+def test_replication_survives_kill_9_of_the_source(source: Source,
+                                                   late: LoggedRegistry) -> None:
+    """Queued while the destination is down, the work outlives a kill -9 and a restart."""
+    late.stop()
+    repo = f"late/killed-{uuid.uuid4().hex[:6]}"
+    artifact = image()
+    for blob in artifact.blobs:
+        requests.post(f"{source.server.url}/v2/{repo}/blobs/uploads/?digest="
+                      f"{descriptor('x/y', blob)['digest']}", data=blob, timeout=TIMEOUT)
+    assert requests.put(f"{source.server.url}/v2/{repo}/manifests/v1", data=artifact.manifest,
+                        headers={"Content-Type": OCI_MANIFEST},
+                        timeout=TIMEOUT).status_code == 201
+    source.server.restart(signal.SIGKILL)
     late.start()
     assert eventually(lambda: fetch(late.url, f"/v2/{repo}/manifests/v1").content
                       == artifact.manifest)
