@@ -224,3 +224,66 @@ def test_replication_survives_kill_9_of_the_source(source: Source,
     assert eventually(lambda: fetch(late.url, f"/v2/{repo}/manifests/v1").content
                       == artifact.manifest)
     assert eventually(lambda: statuses(source, repo, "v1") == {LATE_ID: "COMPLETE"})
+
+
+def test_backfill_copies_what_existed_before_the_rule(source: Source, cncf: LoggedRegistry,
+                                                      late: LoggedRegistry) -> None:
+    repo = f"old/app-{uuid.uuid4().hex[:6]}"
+    artifact = image()
+    for blob in artifact.blobs:
+        requests.post(f"{source.server.url}/v2/{repo}/blobs/uploads/?digest="
+                      f"{descriptor('x/y', blob)['digest']}", data=blob, timeout=TIMEOUT)
+    assert requests.put(f"{source.server.url}/v2/{repo}/manifests/v1", data=artifact.manifest,
+                        headers={"Content-Type": OCI_MANIFEST},
+                        timeout=TIMEOUT).status_code == 201
+    config = source.ecr.describe_registry()["replicationConfiguration"]
+    config["rules"].append({
+        "destinations": [{"region": "us-east-1", "registryId": CNCF_ID}],
+        "repositoryFilters": [{"filter": "old/", "filterType": "PREFIX_MATCH"}]})
+    source.ecr.put_replication_configuration(replicationConfiguration=config)
+    assert fetch(cncf.url, f"/v2/{repo}/manifests/v1").status_code == 404
+    started = source.ecr.start_replication_backfill(
+        destination={"region": "us-east-1", "registryId": CNCF_ID})
+    backfill_id = started["replicationBackfillId"]
+
+    def finished() -> dict[str, Any] | None:
+        result = source.ecr.describe_replication_backfill_results(
+            replicationBackfillId=backfill_id)
+        return result if result["status"] == "COMPLETE" else None
+
+    result = eventually(finished)
+    assert result, "the backfill never completed"
+    progress = result["progress"]
+    assert progress["completedReplicationCount"] == progress["totalReplicationCount"] >= 2
+    assert {r["repositoryName"] for r in result["results"]} >= {repo}
+    assert fetch(cncf.url, f"/v2/{repo}/manifests/v1").content == artifact.manifest
+    listed = source.ecr.list_replication_backfills()["backfills"]
+    assert backfill_id in {b["replicationBackfillId"] for b in listed}
+    request = Ecr(source.server, *source.server.admin_credentials, source.ecr,
+                  requests.Session())
+    assert_aws_error(request.signed("StopReplicationBackfill",
+                                    {"replicationBackfillId": backfill_id}),
+                     "ReplicationBackfillInvalidStatusException")
+    assert_aws_error(request.signed("DescribeReplicationBackfillResults",
+                                    {"replicationBackfillId": str(uuid.uuid4())}),
+                     "ReplicationBackfillNotFoundException")
+    assert_aws_error(request.signed("StartReplicationBackfill", {
+        "destination": {"region": "ap-south-1", "registryId": CNCF_ID}}),
+        "ValidationException")
+    # A destination that is down: in progress, a second start is refused, then stopped.
+    late.stop()
+    running = source.ecr.start_replication_backfill(
+        destination={"region": "eu-west-1", "registryId": LATE_ID})
+    def backfills() -> list[tuple[str, str, str]]:
+        return [(b["replicationBackfillId"], b["destination"]["registryId"], b["startedAt"])
+                for b in source.ecr.list_replication_backfills()["backfills"]]
+
+    before = backfills()
+    assert_aws_error(request.signed("StartReplicationBackfill", {
+        "destination": {"region": "eu-west-1", "registryId": LATE_ID}}),
+        "ReplicationBackfillInProgressException")
+    assert backfills() == before
+    stopped = source.ecr.stop_replication_backfill(
+        replicationBackfillId=running["replicationBackfillId"])
+    assert stopped["status"] == "STOPPED"
+    late.start()

@@ -56,3 +56,19 @@ replication_configuration = Table(
     Column("document", Text, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
 )
+
+replication_backfills = Table(
+    "replication_backfills", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("registry_id", String(12), nullable=False),
+    Column("region", String(25), nullable=False),
+    Column("stopped", Boolean, nullable=False, server_default=false()),
+    Column("started_at", BigInteger, nullable=False),
+)
+
+# The outbox events a backfill queued (one per image and tag), to report its progress.
+replication_backfill_items = Table(
+    "replication_backfill_items", metadata,
+    Column("backfill_id", String(36), primary_key=True),
+    Column("event_row", BigInteger, primary_key=True),
+)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cargohold.http.ecr.backfill import BACKFILL_OPERATIONS
 from cargohold.http.ecr.protocol import Call, OperationSpec
 from cargohold.http.keys import MANIFESTS_KEY, REPOSITORIES_KEY
 from cargohold.http.v2.cache import REPLICATION_KEY
@@ -89,4 +90,5 @@ REPLICATION_OPERATIONS: dict[str, OperationSpec] = {
     "DescribeRegistry": OperationSpec(describe_registry, _registry),
     "DescribeImageReplicationStatus": OperationSpec(describe_image_replication_status,
                                                     _named),
+    **BACKFILL_OPERATIONS,
 }

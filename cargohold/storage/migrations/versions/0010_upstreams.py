@@ -65,9 +65,27 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_replication_configuration")),
     )
+    op.create_table(
+        "replication_backfills",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("registry_id", sa.String(length=12), nullable=False),
+        sa.Column("region", sa.String(length=25), nullable=False),
+        sa.Column("stopped", sa.Boolean(), server_default=sa.false(), nullable=False),
+        sa.Column("started_at", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_replication_backfills")),
+    )
+    op.create_table(
+        "replication_backfill_items",
+        sa.Column("backfill_id", sa.String(length=36), nullable=False),
+        sa.Column("event_row", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("backfill_id", "event_row",
+                                name=op.f("pk_replication_backfill_items")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("replication_backfill_items")
+    op.drop_table("replication_backfills")
     op.drop_table("replication_configuration")
     op.drop_table("replication_destinations")
     op.drop_table("cached_tag_checks")
