@@ -272,6 +272,13 @@ def test_backfill_copies_what_existed_before_the_rule(source: Source, cncf: Logg
         "ValidationException")
     # A destination that is down: in progress, a second start is refused, then stopped.
     late.stop()
+    pending = image()
+    for blob in pending.blobs:
+        requests.post(f"{source.server.url}/v2/late/bf/blobs/uploads/?digest="
+                      f"{descriptor('x/y', blob)['digest']}", data=blob, timeout=TIMEOUT)
+    assert requests.put(f"{source.server.url}/v2/late/bf/manifests/v1", data=pending.manifest,
+                        headers={"Content-Type": OCI_MANIFEST},
+                        timeout=TIMEOUT).status_code == 201
     running = source.ecr.start_replication_backfill(
         destination={"region": "eu-west-1", "registryId": LATE_ID})
     def backfills() -> list[tuple[str, str, str]]:
