@@ -380,3 +380,11 @@ def test_cached_content_is_served_while_the_upstream_is_down(
     assert uncached.status_code == 502
     assert own_upstream.url in uncached.json()["errors"][0]["message"]
     assert json.loads(stale.content)["layers"]
+
+
+def test_validate_reaches_the_upstream_with_the_rules_credential(cache: Cache,
+                                                                 private: Ecr) -> None:
+    assert cache.ecr.validate_pull_through_cache_rule(ecrRepositoryPrefix="cncf")["isValid"]
+    assert cache.ecr.validate_pull_through_cache_rule(ecrRepositoryPrefix="private")["isValid"]
+    unreachable = cache.ecr.validate_pull_through_cache_rule(ecrRepositoryPrefix="nowhere")
+    assert unreachable["isValid"] is False and "127.0.0.1:9" in unreachable["failure"]
