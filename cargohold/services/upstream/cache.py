@@ -348,8 +348,11 @@ class PullThroughCache:
                                    f"{size} bytes")
             if hasher.hexdigest() != digest.hex:
                 raise client.error(502, f"sent bytes that do not match {digest}")
-            if held:  # verified: the client may have the last chunk while the blob is fsynced
+            # Verified: the client gets the last chunk and the end while the blob is fsynced
+            # and linked (should that fail, nothing is stored and the next pull fetches).
+            if held:
                 await fetch.offer(held.pop())
+            await fetch.offer(None)
             await blobs.commit_upload(upload_id, written, str(digest))
             await self._ensure_repository(repository)
             await self.storage.db(self.storage.metadata.link_blob, repository, str(digest),
@@ -360,7 +363,6 @@ class PullThroughCache:
             raise
         finally:
             response.release()
-        await fetch.offer(None)
 
 
 async def _read_limited(response: aiohttp.ClientResponse, limit: int,
