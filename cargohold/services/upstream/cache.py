@@ -313,14 +313,17 @@ class PullThroughCache:
 
         async def pieces() -> AsyncIterator[bytes]:
             """The body in CHUNK-sized pieces (fewer hops per byte)."""
-            buffer = bytearray()
+            buffer: list[bytes] = []
+            buffered = 0
             async for piece in response.content.iter_any():
-                buffer += piece
-                if len(buffer) >= CHUNK:
-                    yield bytes(buffer)
+                buffer.append(piece)
+                buffered += len(piece)
+                if buffered >= CHUNK:
+                    yield b"".join(buffer)
                     buffer.clear()
+                    buffered = 0
             if buffer:
-                yield bytes(buffer)
+                yield b"".join(buffer)
 
         async def relay() -> AsyncIterator[bytes]:
             received = 0
