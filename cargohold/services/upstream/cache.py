@@ -362,7 +362,8 @@ class PullThroughCache:
                                   written, create=True)
         except BaseException as exc:
             await blobs.delete_upload(upload_id)
-            await fetch.offer(exc if isinstance(exc, Exception) else None)
+            await fetch.offer(exc if isinstance(exc, Exception)
+                              else ConnectionAbortedError("the upstream fetch was cancelled"))
             raise
         finally:
             response.release()
