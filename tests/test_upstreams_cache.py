@@ -32,6 +32,8 @@ from conftest import RegistryProcess
 from ecrhelpers import OCI_MANIFEST, Ecr, descriptor, ecr_client, image, start_ecr
 from upstreamhelpers import PAYLOAD, FaultyUpstream, LoggedRegistry
 
+from tests.clihelpers import Cli, missing, write_files
+
 pytestmark = pytest.mark.skipif(bool(os.environ.get("CARGOHOLD_TEST_REGISTRY_URL")),
                                 reason="starts its own registries")
 TIMEOUT = 60
@@ -388,3 +390,30 @@ def test_validate_reaches_the_upstream_with_the_rules_credential(cache: Cache,
     assert cache.ecr.validate_pull_through_cache_rule(ecrRepositoryPrefix="private")["isValid"]
     unreachable = cache.ecr.validate_pull_through_cache_rule(ecrRepositoryPrefix="nowhere")
     assert unreachable["isValid"] is False and "127.0.0.1:9" in unreachable["failure"]
+
+
+def test_helm_pulls_a_chart_through_the_cache(cache: Cache, upstream: LoggedRegistry,
+                                              cli: Cli, tmp_path: Path) -> None:
+    """A chart pushed upstream (Helm's format, by `cargohold chart push`), pulled by Helm's
+    own registry code (helm-python-sdk) straight and through the cache: the same archive."""
+    try:
+        import helm_python as sdk
+    except ImportError as exc:
+        missing("helm-python-sdk", f"pip install helm-python-sdk: {exc}")
+        raise
+    chart = tmp_path / "webapp"
+    write_files(chart, {"Chart.yaml": "apiVersion: v2\nname: webapp\nversion: 0.3.1\n",
+                        "values.yaml": "replicaCount: 2\n",
+                        "templates/deployment.yaml": "kind: Deployment\n"})
+    namespace = f"charts/{uuid.uuid4().hex[:8]}"
+    cli("chart", "push", str(chart), f"{upstream.host}/{namespace}")
+    archives = []
+    for host in (upstream.host, f"127.0.0.1:{cache.server.port}/cncf"):
+        destination = tmp_path / f"pulled-{len(archives)}"
+        destination.mkdir()
+        sdk.pull(f"oci://{host}/{namespace}/webapp", version="0.3.1",
+                 destination=str(destination), plain_http=True)
+        [archive] = list(destination.iterdir())
+        archives.append(archive.read_bytes())
+    assert archives[0] == archives[1]
+    assert cache.get(f"/v2/cncf/{namespace}/webapp/tags/list").json()["tags"] == ["0.3.1"]
