@@ -18,6 +18,7 @@ from pydantic_settings import (
 )
 
 from cargohold.config_notifications import NotificationSettings
+from cargohold.config_upstreams import UpstreamSettings
 from cargohold.wire.duration import parse_duration
 
 # Seconds, written as a number or as 30s, 10m, 1h, 7d.
@@ -74,6 +75,7 @@ class Settings(BaseSettings):
         default=None, min_length=16, description="Require `Authorization: Bearer <token>` "
         "on /metrics.")
     notifications: NotificationSettings = NotificationSettings()
+    upstreams: UpstreamSettings = UpstreamSettings()
 
     @property
     def resolved_database_url(self) -> str:

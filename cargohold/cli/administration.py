@@ -268,4 +268,14 @@ def repository_policy_delete(repository: str, data_dir: Path | None,
     click.echo(f"policy removed from {repository}")
 
 
+from cargohold.cli.upstreams import (  # noqa: E402  (admin subgroups of their own module)
+    pull_through_rules,
+    replication_destinations,
+    upstream_credentials,
+)
+
+admin.add_command(upstream_credentials)
+admin.add_command(pull_through_rules)
+admin.add_command(replication_destinations)
+
 COMMANDS: list[click.Command] = [admin]

@@ -32,6 +32,7 @@ from cargohold.http.keys import (
 from cargohold.http.logging import add_request_id, request_id_middleware
 from cargohold.http.metrics import add_metrics_route
 from cargohold.http.strict import single_valued_query_middleware
+from cargohold.http.v2 import cache as pull_through_cache
 from cargohold.http.v2.routes import add_routes
 from cargohold.services.account_settings import AccountSettings
 from cargohold.services.audit import AuditLog
@@ -113,6 +114,7 @@ def create_app(settings: Settings) -> web.Application:
         storage.close()
 
     app.cleanup_ctx.append(lifecycle)
+    pull_through_cache.install(app, storage)
     app.on_response_prepare.append(add_api_version)
     app.on_response_prepare.append(add_request_id)
     app.router.add_get("/healthz", healthz)

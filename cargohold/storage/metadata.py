@@ -386,13 +386,16 @@ class MetadataStore:
                                          media_type)
 
     def put_manifest(self, repository: str, manifest: NewManifest, tag_names: Sequence[str], *,
-                     create: bool) -> ManifestPut:
+                     create: bool, require_references: bool = True) -> ManifestPut:
         """Record a manifest and point tags at it, atomically; refuse dangling references,
-        descriptors whose size disagrees with the stored content, and moves of immutable tags.
-        A refusal rolls the whole transaction back, a repository created on push included."""
+        descriptors whose size disagrees with the stored content, and moves of immutable tags
+        (a pull-through cache, which stores what it fetches on demand and whose content the
+        upstream's digest vouches for, skips the reference checks). A refusal rolls the whole
+        transaction back, a repository created on push included."""
         with self._write() as conn:
             repo_id = self._ensure_repository(conn, repository, create)
-            self._check_references(conn, repo_id, manifest)
+            if require_references:
+                self._check_references(conn, repo_id, manifest)
             now = now_us()
             manifest_id = self._manifest_id(conn, repo_id, manifest.digest)
             created = manifest_id is None

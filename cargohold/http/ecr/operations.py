@@ -420,3 +420,12 @@ OPERATIONS.update(REFERRERS_OPERATIONS)
 OPERATIONS.update(REGISTRY_SETTINGS_OPERATIONS)
 OPERATIONS.update(TEMPLATE_OPERATIONS)
 OPERATIONS.update(LIFECYCLE_OPERATIONS)
+from cargohold.http.ecr.pull_through import (  # noqa: E402
+    PULL_THROUGH_OPERATIONS,
+    guard_cache_pushes,
+)
+from cargohold.http.ecr.replication import REPLICATION_OPERATIONS  # noqa: E402
+
+OPERATIONS.update(PULL_THROUGH_OPERATIONS)
+OPERATIONS.update(guard_cache_pushes(OPERATIONS))
+OPERATIONS.update(REPLICATION_OPERATIONS)

@@ -7,6 +7,7 @@ from aiohttp import web
 from cargohold.http.auth import authorize
 from cargohold.http.blobresponse import send_file
 from cargohold.http.keys import ACCOUNT_SETTINGS_KEY, AUTHORIZER_KEY, BLOBS_KEY, UPLOADS_KEY
+from cargohold.http.v2 import cache
 from cargohold.http.v2.common import (
     body_stream,
     chunk_range,
@@ -22,6 +23,9 @@ from cargohold.wire.errors import ErrorCode, RegistryError
 
 async def get_blob(request: web.Request) -> web.StreamResponse:
     name = repository_name(request)
+    fetched = await cache.blob(request, name, request.match_info["digest"])
+    if fetched is not None:
+        return fetched
     digest, location = await request.app[BLOBS_KEY].locate(name, request.match_info["digest"])
     headers = {
         "Content-Type": "application/octet-stream",

@@ -12,6 +12,7 @@ from cargohold.http.keys import (
     MANIFESTS_KEY,
     STORAGE_KEY,
 )
+from cargohold.http.v2 import cache
 from cargohold.http.v2.common import (
     page_size,
     paginated,
@@ -25,7 +26,7 @@ CATALOG_BATCH = 1000
 
 async def get_manifest(request: web.Request) -> web.Response:
     name = repository_name(request)
-    record = await request.app[MANIFESTS_KEY].get(name, request.match_info["reference"])
+    record = await cache.manifest(request, name, request.match_info["reference"])
     headers = {
         "Content-Type": record.media_type,
         "Docker-Content-Digest": record.digest,

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from cargohold.http.keys import STORAGE_KEY
+from cargohold.http.v2 import cache
 from cargohold.http.v2.common import repository_name
 from cargohold.services.referrers import ReferrerService, image_index
 from cargohold.services.repositories import decode_token, encode_token
@@ -34,14 +35,20 @@ async def referrers(request: web.Request) -> web.Response:
     except EcrError:
         raise RegistryError(ErrorCode.PAGINATION_NUMBER_INVALID, "invalid page cursor",
                             {NEXT_PARAM: request.query.get(NEXT_PARAM)}) from None
+    headers = {"Content-Type": OCI_INDEX}
+    if artifact_type is not None:
+        headers["OCI-Filters-Applied"] = "artifactType"
+    if cursor is None:
+        upstream = await cache.upstream_referrers(request, name, request.match_info["digest"],
+                                                  artifact_type)
+        if upstream is not None:
+            return web.Response(status=200, body=json.dumps(upstream).encode(),
+                                headers=headers)
     service = ReferrerService(request.app[STORAGE_KEY])
     page = await service.page(name, request.match_info["digest"],
                               [artifact_type] if artifact_type else None,
                               cursor[0] if cursor else None)
     records = page.records if page is not None else []
-    headers = {"Content-Type": OCI_INDEX}
-    if artifact_type is not None:
-        headers["OCI-Filters-Applied"] = "artifactType"
     if page is not None and page.next_cursor is not None:
         query = {"artifactType": artifact_type} if artifact_type else {}
         query[NEXT_PARAM] = encode_token([page.next_cursor])

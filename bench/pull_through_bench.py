@@ -1,0 +1,183 @@
+"""Pull-through cache benchmark: the first pull through the cache against a direct pull from
+the upstream (the CNCF registry), and a cached pull against a normal pull from Cargohold.
+
+One image = a manifest, a config and one LAYER_MIB layer (random, so every first pull is a
+real upstream fetch). Each figure is the median of RUNS whole-image pulls (manifest + blobs,
+streamed and discarded by one `requests` client). Writes a section into bench/RESULTS.md.
+Not a test: nothing asserts timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+SECTION = "## Pull-through cache"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url} exited early")
+        try:
+            if requests.get(url + "/v2/", timeout=1).status_code in (200, 401):
+                return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not start")
+
+
+def digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def push(base: str, repo: str, layer_mib: int) -> str:
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "nonce": os.urandom(8).hex()}).encode()
+    layer = os.urandom(layer_mib * 1024 * 1024)
+    for blob in (config, layer):
+        started = requests.post(f"{base}/v2/{repo}/blobs/uploads/", timeout=60)
+        location = started.headers["Location"]
+        location = base + location if location.startswith("/") else location
+        sep = "&" if "?" in location else "?"
+        done = requests.put(f"{location}{sep}digest={digest(blob)}", data=blob, timeout=300,
+                            headers={"Content-Type": "application/octet-stream"})
+        assert done.status_code == 201, done.text
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": digest(config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": digest(layer), "size": len(layer)}]}).encode()
+    put = requests.put(f"{base}/v2/{repo}/manifests/v1", data=manifest, timeout=60,
+                       headers={"Content-Type": OCI_MANIFEST})
+    assert put.status_code == 201, put.text
+    return repo
+
+
+def pull(base: str, repo: str) -> float:
+    """Seconds to pull the whole image (manifest, then each blob, streamed)."""
+    start = time.perf_counter()
+    manifest = requests.get(f"{base}/v2/{repo}/manifests/v1", timeout=300,
+                            headers={"Accept": OCI_MANIFEST})
+    assert manifest.status_code == 200, manifest.text
+    document = manifest.json()
+    for descriptor in [document["config"], *document["layers"]]:
+        with requests.get(f"{base}/v2/{repo}/blobs/{descriptor['digest']}", stream=True,
+                          timeout=300) as response:
+            assert response.status_code == 200, response.text
+            size = sum(len(chunk) for chunk in response.iter_content(1 << 20))
+            assert size == descriptor["size"]
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--layer-mib", type=int, default=64)
+    parser.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"))
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="cargohold-ptc-bench-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        up_port, ch_port = free_port(), free_port()
+        config = work / "registry.yml"
+        config.write_text(
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {work / 'upstream'}\n"
+            f"  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{up_port}\n")
+        env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+        binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
+        procs.append(subprocess.Popen([binary, "serve", str(config)], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      start_new_session=True))
+        upstream = f"http://127.0.0.1:{up_port}"
+        wait(upstream, procs[-1])
+        data_dir = work / "cargohold"
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "cargohold", "serve", "--host", "127.0.0.1", "--port",
+             str(ch_port), "--data-dir", str(data_dir), "--anonymous"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        cargohold = f"http://127.0.0.1:{ch_port}"
+        wait(cargohold, procs[-1])
+        import boto3  # the test extra
+
+        creds = dict(line.split(" = ", 1) for line in
+                     (data_dir / "admin-credentials").read_text().splitlines() if " = " in line)
+        boto3.client("ecr", endpoint_url=cargohold, region_name="us-east-1",
+                     aws_access_key_id=creds["aws_access_key_id"],
+                     aws_secret_access_key=creds["aws_secret_access_key"]
+                     ).create_pull_through_cache_rule(ecrRepositoryPrefix="up",
+                                                      upstreamRegistryUrl=upstream)
+        load_before = os.getloadavg()
+        repos = [push(upstream, f"bench/img{i}", args.layer_mib) for i in range(args.runs)]
+        local = [push(cargohold, f"local/img{i}", args.layer_mib) for i in range(args.runs)]
+        direct, first, cached, normal = [], [], [], []
+        for repo in repos:  # interleaved, so load changes on the shared machine hit all rows
+            direct.append(pull(upstream, repo))
+            first.append(pull(cargohold, f"up/{repo}"))
+        time.sleep(2)  # let the last cached blob's fsync finish
+        for repo, pushed in zip(repos, local, strict=True):
+            normal.append(pull(cargohold, pushed))
+            cached.append(pull(cargohold, f"up/{repo}"))
+        load_after = os.getloadavg()
+    finally:
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+    mib = args.layer_mib
+
+    def row(label: str, samples: list[float]) -> str:
+        median = statistics.median(samples)
+        return f"| {label} | {median * 1000:.0f} | {mib / median:.0f} |"
+
+    ratio_first = statistics.median(direct) / statistics.median(first)
+    ratio_cached = statistics.median(normal) / statistics.median(cached)
+    lines = [
+        SECTION, "",
+        f"`python bench/pull_through_bench.py --runs {args.runs} --layer-mib {mib}`: one image "
+        f"(manifest, config, one random {mib} MiB layer) pulled whole by one client; median of "
+        f"{args.runs}. Cargohold: 1 worker, SQLite, filesystem; upstream: the CNCF registry "
+        "(filesystem). Load average before/after: "
+        f"{' '.join(f'{x:.2f}' for x in load_before)} / "
+        f"{' '.join(f'{x:.2f}' for x in load_after)} on 2 shared cores (other developers' "
+        "tests ran meanwhile, so the figures are noisy).", "",
+        "| pull | ms | MiB/s |", "|---|---|---|",
+        row("direct from the upstream (CNCF registry)", direct),
+        row("first pull through the cache (fetch + store + stream)", first),
+        row("cached pull through the cache", cached),
+        row("normal pull from Cargohold (pushed there)", normal), "",
+        f"First pull through the cache vs direct: {ratio_first:.2f}x (target >= 0.8x); "
+        f"cached pull vs normal pull: {ratio_cached:.2f}x (target 1x).", "",
+    ]
+    text = args.results.read_text() if args.results.exists() else ""
+    if SECTION in text:
+        text = text[:text.index(SECTION)].rstrip("\n") + "\n"
+    args.results.write_text(text.rstrip("\n") + "\n\n" + "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Upstream registries: the pull-through cache (rules, client, cache)."""

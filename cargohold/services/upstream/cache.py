@@ -1,0 +1,384 @@
+"""The pull-through cache: cache repositories fill themselves from their upstream on demand.
+
+- Manifests: fetched on the first pull (the repository is created then), stored exactly as
+  sent; a tag is re-checked upstream with a HEAD once per `ptc_tag_ttl`, and the cached copy
+  is served when the upstream cannot be reached (stale if error). Digests are never re-checked.
+- Blobs: streamed to the first client while they are written to scratch space and hashed;
+  the digest is verified before the blob is committed, so a failed or truncated transfer
+  stores nothing (and the client never receives the last chunk). Concurrent pulls of the same
+  blob in one process share one upstream fetch (single flight); each worker process fetches
+  at most once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from cargohold.services.storage import Storage
+from cargohold.services.upstream.client import MANIFEST_ACCEPT, UpstreamClient, UpstreamError
+from cargohold.services.upstream.rules import CacheTarget, RuleService
+from cargohold.storage.metadata import ManifestRecord, NewManifest, TagImmutable, now_us
+from cargohold.storage.repositories import RepositoryExists, RepositorySettings
+from cargohold.storage.upstreams import UpstreamStore
+from cargohold.wire.digest import Digest, digest_of, is_digest, parse_digest
+from cargohold.wire.ecr import EcrError
+from cargohold.wire.errors import ErrorCode, RegistryError
+from cargohold.wire.manifest import OCI_INDEX, parse_manifest
+from cargohold.wire.names import TAG_PATTERN
+
+log = logging.getLogger(__name__)
+CHUNK = 1 << 20
+QUEUE_CHUNKS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class BlobStream:
+    """A blob arriving from upstream: its size (when the upstream said) and its bytes."""
+
+    size: int | None
+    chunks: AsyncIterator[bytes] | None  # None: a HEAD
+
+
+class _Fetch:
+    """One upstream transfer of a blob, and the one client it streams to."""
+
+    def __init__(self) -> None:
+        self.ready: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self.queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(QUEUE_CHUNKS)
+        self.listening = True
+        self.task: asyncio.Task[None] | None = None
+
+    async def offer(self, item: bytes | BaseException | None) -> None:
+        if self.listening:
+            await self.queue.put(item)
+
+    async def listen(self) -> AsyncIterator[bytes]:
+        try:
+            while True:
+                item = await self.queue.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            # The client is gone (or done): the transfer goes on, storing, without it.
+            self.listening = False
+            while not self.queue.empty():
+                self.queue.get_nowait()
+
+
+class PullThroughCache:
+    def __init__(self, storage: Storage, rules: RuleService) -> None:
+        self.storage = storage
+        self.rules = rules
+        self.store = UpstreamStore(storage.database)
+        self._session: aiohttp.ClientSession | None = None
+        self._clients: dict[tuple[str, str | None, int | None], UpstreamClient] = {}
+        self._fetches: dict[tuple[str, str], _Fetch] = {}
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _client(self, target: CacheTarget) -> UpstreamClient:
+        try:
+            return await self.client_for(target)
+        except EcrError as exc:
+            raise RegistryError(ErrorCode.DENIED, f"pull-through cache rule "
+                                f"'{target.rule.prefix}': {exc.message}") from None
+
+    async def client_for(self, target: CacheTarget) -> UpstreamClient:
+        """The client of a rule's upstream; ECR's secret errors when its credential fails."""
+        rule = target.rule
+        key = (target.base_url, rule.credential_arn, rule.updated_at)
+        client = self._clients.get(key)
+        if client is None:
+            credential = await self.storage.db(self.rules.resolve_credential,
+                                               rule.credential_arn)
+            if self._session is None:
+                settings = self.storage.settings.upstreams
+                self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(
+                    total=None, connect=settings.connect_timeout, sock_read=settings.timeout))
+            client = UpstreamClient(self._session, target.base_url, credential)
+            self._clients[key] = client
+        return client
+
+    async def push_refusal(self, repository: str) -> str | None:
+        """Why a push into this repository is refused (a cache repository), or None."""
+        target = await self.rules.target(repository)
+        if target is None or target.rule.allow_push:
+            return None
+        return (f"{repository} is a pull-through cache of {target.base_url}/"
+                f"{target.repository}: rule '{target.rule.prefix}' does not allow pushes")
+
+    async def _ensure_repository(self, repository: str) -> None:
+        """Create the cache repository the way CreateRepository does, if it is new."""
+        if await self.storage.read(self.storage.repositories.get, repository) is not None:
+            return
+        with contextlib.suppress(RepositoryExists):
+            await self.storage.db(self.storage.repositories.create, repository,
+                                  RepositorySettings(), {})
+
+    # -- manifests -------------------------------------------------------------------------
+
+    async def manifest(self, repository: str, reference: str) -> ManifestRecord | None:
+        """The manifest, from the cache or its upstream; None when this is no cache repository
+        (or the reference is malformed: the normal path refuses it)."""
+        target = await self.rules.target(repository)
+        if target is None:
+            return None
+        metadata = self.storage.metadata
+        if is_digest(reference):
+            digest = str(parse_digest(reference))
+            local = await self.storage.read(metadata.get_manifest, repository, digest=digest)
+            return local or await self._fetch_manifest(target, repository, digest, None)
+        if not TAG_PATTERN.match(reference):
+            return None
+        local = await self.storage.read(metadata.get_manifest, repository, tag=reference)
+        if local is None:
+            return await self._fetch_manifest(target, repository, reference, reference)
+        checked = await self.storage.read(self.store.tag_checked_at, repository, reference)
+        ttl_us = self.storage.settings.upstreams.ptc_tag_ttl * 1e6
+        if checked is not None and now_us() - checked < ttl_us:
+            return local
+        try:
+            current = await self._head_manifest(target, reference)
+            if current == local.digest:
+                await self.storage.db(self.store.mark_tag_checked, repository, reference,
+                                      now_us())
+                return local
+            return await self._fetch_manifest(target, repository, reference, reference)
+        except (UpstreamError, RegistryError) as exc:
+            log.warning("serving cached %s:%s, its upstream check failed: %s", repository,
+                        reference, exc)
+            return local
+
+    async def _head_manifest(self, target: CacheTarget, tag: str) -> str | None:
+        client = await self._client(target)
+        response = await client.request("HEAD", f"/v2/{target.repository}/manifests/{tag}",
+                                        target.repository, {"Accept": MANIFEST_ACCEPT})
+        response.release()
+        return response.headers.get("Docker-Content-Digest")
+
+    async def _fetch_manifest(self, target: CacheTarget, repository: str, reference: str,
+                              tag: str | None) -> ManifestRecord:
+        client = await self._client(target)
+        limit = self.storage.settings.max_manifest_size
+        try:
+            response = await client.request(
+                "GET", f"/v2/{target.repository}/manifests/{reference}", target.repository,
+                {"Accept": MANIFEST_ACCEPT})
+            try:
+                content = await _read_limited(response, limit, client)
+                content_type = response.headers.get("Content-Type")
+            finally:
+                response.release()
+        except UpstreamError as exc:
+            raise exc.registry_error(ErrorCode.MANIFEST_UNKNOWN) from None
+        expected = parse_digest(reference) if tag is None else None
+        actual = digest_of(content, expected.algorithm if expected else "sha256")
+        if expected is not None and actual != expected:
+            raise client.error(502, f"sent a manifest whose digest is {actual}, not "
+                               f"{expected}").registry_error(ErrorCode.MANIFEST_UNKNOWN)
+        try:
+            parsed = parse_manifest(content, content_type)
+        except RegistryError as exc:
+            raise client.error(502, f"sent an invalid manifest: {exc.message}"
+                               ).registry_error(ErrorCode.MANIFEST_UNKNOWN) from None
+        manifest = NewManifest(
+            digest=str(actual), media_type=parsed.media_type, content=content,
+            artifact_type=parsed.artifact_type, config_media_type=parsed.config_media_type,
+            subject_digest=parsed.subject.digest if parsed.subject else None,
+            annotations=parsed.annotations, blob_digests=frozenset(parsed.required_blobs()),
+            child_digests=frozenset(parsed.required_manifests()))
+        await self._ensure_repository(repository)
+        try:
+            await self.storage.db(self.storage.metadata.put_manifest, repository, manifest,
+                                  [tag] if tag else [], create=True, require_references=False)
+        except TagImmutable:
+            log.warning("%s:%s moved upstream but is immutable here", repository, tag)
+        if tag is not None:
+            await self.storage.db(self.store.mark_tag_checked, repository, tag, now_us())
+        record = await self.storage.read(self.storage.metadata.get_manifest, repository,
+                                         digest=manifest.digest)
+        assert record is not None
+        return record
+
+    async def referrers(self, repository: str, subject: str,
+                        artifact_type: str | None) -> dict[str, Any] | None:
+        """The upstream's referrers index (when it has the API), else None."""
+        target = await self.rules.target(repository)
+        if target is None:
+            return None
+        digest = str(parse_digest(subject))
+        client = await self._client(target)
+        path = f"/v2/{target.repository}/referrers/{digest}"
+        try:
+            response = await client.request("GET", path, target.repository,
+                                            {"Accept": OCI_INDEX})
+            try:
+                index = json.loads(await _read_limited(
+                    response, self.storage.settings.max_manifest_size * 4, client))
+            finally:
+                response.release()
+        except (UpstreamError, ValueError, RecursionError) as exc:
+            log.info("referrers of %s from the cache only: %s", repository, exc)
+            return None
+        if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
+            return None
+        manifests = [entry for entry in index["manifests"] if isinstance(entry, dict) and (
+            artifact_type is None or entry.get("artifactType") == artifact_type)]
+        return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}
+
+    # -- blobs -----------------------------------------------------------------------------
+
+    async def blob(self, repository: str, digest: str, head: bool) -> BlobStream | None:
+        """A blob that is not cached yet, from upstream; None when the normal path serves it
+        (no cache repository, cached already, or fetched meanwhile by another request)."""
+        target = await self.rules.target(repository)
+        if target is None:
+            return None
+        parsed = parse_digest(digest)
+        metadata = self.storage.metadata
+        if await self.storage.read(metadata.blob_size, repository, str(parsed)) is not None:
+            return None
+        client = await self._client(target)
+        path = f"/v2/{target.repository}/blobs/{parsed}"
+        if head or await self.storage.blobs.locate(str(parsed)) is not None:
+            # Known bytes (another repository has them) are linked once the upstream confirms
+            # this repository has them too; a HEAD of an unknown blob just asks the upstream.
+            try:
+                response = await client.request("HEAD", path, target.repository)
+            except UpstreamError as exc:
+                raise exc.registry_error(ErrorCode.BLOB_UNKNOWN) from None
+            response.release()
+            location = await self.storage.blobs.locate(str(parsed))
+            if location is None:
+                return BlobStream(response.content_length, None)
+            await self._ensure_repository(repository)
+            await self.storage.db(metadata.link_blob, repository, str(parsed), location.size,
+                                  create=True)
+            return None
+        key = (repository, str(parsed))
+        fetch = self._fetches.get(key)
+        if fetch is not None:
+            assert fetch.task is not None
+            try:
+                await asyncio.shield(fetch.task)
+            except UpstreamError as exc:
+                raise exc.registry_error(ErrorCode.BLOB_UNKNOWN) from None
+            return None
+        fetch = _Fetch()
+        self._fetches[key] = fetch
+        fetch.task = asyncio.get_running_loop().create_task(
+            self._fetch_blob(client, target, repository, parsed, fetch))
+        fetch.task.add_done_callback(lambda task: self._done(key, task))
+        try:
+            size = await asyncio.shield(fetch.ready)
+        except UpstreamError as exc:
+            raise exc.registry_error(ErrorCode.BLOB_UNKNOWN) from None
+        return BlobStream(size, fetch.listen())
+
+    def _done(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
+        self._fetches.pop(key, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("upstream fetch of %s failed: %s", key, task.exception())
+
+    async def _fetch_blob(self, client: UpstreamClient, target: CacheTarget, repository: str,
+                          digest: Digest, fetch: _Fetch) -> None:
+        try:
+            response = await client.request("GET", f"/v2/{target.repository}/blobs/{digest}",
+                                            target.repository)
+        except BaseException as exc:
+            fetch.ready.set_exception(exc)
+            fetch.ready.exception()  # retrieved here: the leader may have gone
+            raise
+        size = response.content_length
+        fetch.ready.set_result(size)
+        blobs = self.storage.blobs
+        upload_id = str(uuid.uuid4())
+        hasher = hashlib.new(digest.algorithm)
+        held: list[bytes] = []
+
+        async def pieces() -> AsyncIterator[bytes]:
+            """The body in CHUNK-sized pieces (fewer hops per byte)."""
+            buffer: list[bytes] = []
+            buffered = 0
+            async for piece in response.content.iter_any():
+                buffer.append(piece)
+                buffered += len(piece)
+                if buffered >= CHUNK:
+                    yield b"".join(buffer)
+                    buffer.clear()
+                    buffered = 0
+            if buffer:
+                yield b"".join(buffer)
+
+        async def relay() -> AsyncIterator[bytes]:
+            received = 0
+            try:
+                async for chunk in pieces():
+                    received += len(chunk)
+                    if size is not None and received > size:
+                        raise client.error(502, f"sent more than the {size} bytes announced")
+                    # hashlib releases the GIL: the loop keeps receiving meanwhile.
+                    await asyncio.to_thread(hasher.update, chunk)
+                    if held:
+                        await fetch.offer(held.pop())
+                    held.append(chunk)  # the last chunk waits for the digest check
+                    yield chunk
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                raise client.error(None, f"blob transfer of {digest} failed after {received} "
+                                   f"bytes ({type(exc).__name__}: {exc})") from None
+
+        try:
+            await blobs.create_upload(upload_id)
+            async with blobs.open_upload(upload_id) as writer:
+                written = await writer.write_at(0, relay())
+            if size is not None and written != size:
+                raise client.error(502, f"blob transfer of {digest} stopped at {written} of "
+                                   f"{size} bytes")
+            if hasher.hexdigest() != digest.hex:
+                raise client.error(502, f"sent bytes that do not match {digest}")
+            # Verified: the client gets the last chunk and the end while the blob is fsynced
+            # and linked (should that fail, nothing is stored and the next pull fetches).
+            if held:
+                await fetch.offer(held.pop())
+            await fetch.offer(None)
+            await blobs.commit_upload(upload_id, written, str(digest))
+            await self._ensure_repository(repository)
+            await self.storage.db(self.storage.metadata.link_blob, repository, str(digest),
+                                  written, create=True)
+        except BaseException as exc:
+            await blobs.delete_upload(upload_id)
+            await fetch.offer(exc if isinstance(exc, Exception)
+                              else ConnectionAbortedError("the upstream fetch was cancelled"))
+            raise
+        finally:
+            response.release()
+
+
+async def _read_limited(response: aiohttp.ClientResponse, limit: int,
+                        client: UpstreamClient) -> bytes:
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        async for chunk in response.content.iter_chunked(1 << 16):
+            total += len(chunk)
+            if total > limit:
+                raise client.error(502, f"sent a manifest over {limit} bytes")
+            chunks.append(chunk)
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        raise client.error(None, f"transfer failed ({type(exc).__name__}: {exc})") from None
+    return b"".join(chunks)
