@@ -13,7 +13,10 @@ A new command group is one ``main.add_command(...)`` line at the end of this fil
 
 from __future__ import annotations
 
+import tomllib
+
 import click
+import pydantic
 
 from cargohold import __version__
 from cargohold.cli import (
@@ -37,7 +40,20 @@ from cargohold.cli.common import when as _when
 __all__ = ["_emit", "_identity", "_output", "_settings_options", "_when", "main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """The top-level group: a bad configuration (TOML file, environment or options) is one
+    clear message and exit status 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except pydantic.ValidationError as exc:
+            raise click.ClickException(f"invalid configuration: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise click.ClickException(f"invalid configuration file: {exc}") from None
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cargohold")
 def main() -> None:
     """Cargohold: a self-hostable OCI registry with an ECR-compatible API, and a client for

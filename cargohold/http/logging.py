@@ -29,7 +29,12 @@ access_log = logging.getLogger("cargohold.access")
 
 def route_template(request: BaseRequest) -> str:
     """The matched route's template (`/v2/{name}/blobs/{digest}`), bounded for labels."""
-    match_info = getattr(request, "match_info", None)
+    try:
+        # A request that never reached the router (refused by the parser, or a low-level
+        # BaseRequest) has no match info: aiohttp asserts rather than returning None.
+        match_info = request.match_info  # type: ignore[attr-defined]
+    except (AttributeError, AssertionError):
+        return "unmatched"
     resource = match_info.route.resource if match_info is not None else None
     return resource.canonical if resource is not None else "unmatched"
 
