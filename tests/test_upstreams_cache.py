@@ -417,3 +417,28 @@ def test_helm_pulls_a_chart_through_the_cache(cache: Cache, upstream: LoggedRegi
         archives.append(archive.read_bytes())
     assert archives[0] == archives[1]
     assert cache.get(f"/v2/cncf/{namespace}/webapp/tags/list").json()["tags"] == ["0.3.1"]
+
+
+def test_creation_templates_for_the_cache_configure_cache_repositories(
+        cache: Cache, upstream: LoggedRegistry) -> None:
+    cache.ecr.create_repository_creation_template(
+        prefix="cncf/templated", appliedFor=["PULL_THROUGH_CACHE"],
+        imageTagMutability="IMMUTABLE", resourceTags=[{"Key": "source", "Value": "cache"}])
+    cache.ecr.create_repository_creation_template(
+        prefix="cncf/pushed", appliedFor=["CREATE_ON_PUSH"],
+        resourceTags=[{"Key": "source", "Value": "push"}])
+    for repo in ("templated/app", "pushed/app"):
+        push_image(upstream, repo, "v1")
+        response = cache.get(f"/v2/cncf/{repo}/manifests/v1",
+                             headers={"Accept": OCI_MANIFEST})
+        assert response.status_code == 200, response.text
+    described = {r["repositoryName"]: r for r in cache.ecr.describe_repositories(
+        repositoryNames=["cncf/templated/app", "cncf/pushed/app"])["repositories"]}
+    assert described["cncf/templated/app"]["imageTagMutability"] == "IMMUTABLE"
+    assert described["cncf/pushed/app"]["imageTagMutability"] == "MUTABLE"
+    tags = cache.ecr.list_tags_for_resource(
+        resourceArn=described["cncf/templated/app"]["repositoryArn"])["tags"]
+    assert tags == [{"Key": "source", "Value": "cache"}]
+    # A CREATE_ON_PUSH template is not for repositories the cache creates.
+    assert cache.ecr.list_tags_for_resource(
+        resourceArn=described["cncf/pushed/app"]["repositoryArn"])["tags"] == []

@@ -23,6 +23,7 @@ from cargohold.storage.schema_retention import lifecycle_policies
 
 ROOT_PREFIX = "ROOT"
 CREATE_ON_PUSH = "CREATE_ON_PUSH"
+PULL_THROUGH_CACHE = "PULL_THROUGH_CACHE"
 _POLICY_ROW = 1
 
 
@@ -106,10 +107,11 @@ def matching_template(conn: Connection, name: str, scenario: str) -> TemplateRec
 
 
 def apply_creation_template(conn: Connection, upsert: Callable[[Table], Any], repo_id: int,
-                            name: str) -> None:
-    """Give a repository that a push just created its template's settings, in the creating
-    transaction (the push either creates it configured, or not at all)."""
-    template = matching_template(conn, name, CREATE_ON_PUSH)
+                            name: str, applied_for: str = CREATE_ON_PUSH) -> None:
+    """Give a repository that a push (or the pull-through cache: PULL_THROUGH_CACHE) just
+    created its template's settings, in the creating transaction (it is created configured,
+    or not at all)."""
+    template = matching_template(conn, name, applied_for)
     if template is None:
         return
     conn.execute(update(repositories).where(repositories.c.id == repo_id).values(

@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 
 from cargohold.storage.database import Database
-from cargohold.storage.ecr_settings import apply_creation_template
+from cargohold.storage.ecr_settings import CREATE_ON_PUSH, apply_creation_template
 from cargohold.storage.events import Change, Outbox
 from cargohold.storage.schema import (
     blobs,
@@ -179,7 +179,8 @@ class MetadataStore:
     def _repository_id(conn: Connection, name: str) -> int | None:
         return conn.execute(_REPOSITORY_ID, {"name": name}).scalar_one_or_none()
 
-    def _ensure_repository(self, conn: Connection, name: str, create: bool) -> int:
+    def _ensure_repository(self, conn: Connection, name: str, create: bool,
+                           applied_for: str = CREATE_ON_PUSH) -> int:
         repo_id = self._repository_id(conn, name)
         if repo_id is not None:
             return repo_id
@@ -191,7 +192,7 @@ class MetadataStore:
                                .returning(repositories.c.id)).scalar_one_or_none()
         if created is not None:
             # Created by a push: its creation template (if any) configures it right here.
-            apply_creation_template(conn, self._insert, created, name)
+            apply_creation_template(conn, self._insert, created, name, applied_for)
             return int(created)
         repo_id = self._repository_id(conn, name)
         assert repo_id is not None
@@ -386,14 +387,15 @@ class MetadataStore:
                                          media_type)
 
     def put_manifest(self, repository: str, manifest: NewManifest, tag_names: Sequence[str], *,
-                     create: bool, require_references: bool = True) -> ManifestPut:
+                     create: bool, require_references: bool = True,
+                     applied_for: str = CREATE_ON_PUSH) -> ManifestPut:
         """Record a manifest and point tags at it, atomically; refuse dangling references,
         descriptors whose size disagrees with the stored content, and moves of immutable tags
         (a pull-through cache, which stores what it fetches on demand and whose content the
         upstream's digest vouches for, skips the reference checks). A refusal rolls the whole
         transaction back, a repository created on push included."""
         with self._write() as conn:
-            repo_id = self._ensure_repository(conn, repository, create)
+            repo_id = self._ensure_repository(conn, repository, create, applied_for)
             if require_references:
                 self._check_references(conn, repo_id, manifest)
             now = now_us()

@@ -9,6 +9,7 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cargohold.storage.database import Database
+from cargohold.storage.ecr_settings import apply_creation_template
 from cargohold.storage.events import Change, Outbox
 from cargohold.storage.metadata import RepositoryNotFound, now_us
 from cargohold.storage.schema import (
@@ -68,7 +69,10 @@ class RepositoryStore:
         return _record(row)
 
     def create(self, name: str, settings: RepositorySettings,
-               resource_tags: dict[str, str]) -> RepositoryRecord:
+               resource_tags: dict[str, str],
+               applied_for: str | None = None) -> RepositoryRecord:
+        """Create a repository; with `applied_for` (PULL_THROUGH_CACHE), the matching creation
+        template configures it in the same transaction."""
         try:
             with self.database.write() as conn:
                 repo_id = conn.execute(insert(repositories).values(
@@ -82,6 +86,9 @@ class RepositoryStore:
                     conn.execute(insert(repository_resource_tags), [
                         {"repository_id": repo_id, "key": k, "value": v}
                         for k, v in resource_tags.items()])
+                if applied_for is not None:
+                    apply_creation_template(conn, self.database.insert, repo_id, name,
+                                            applied_for)
                 return self._get(conn, name)
         except IntegrityError:
             raise RepositoryExists(name) from None

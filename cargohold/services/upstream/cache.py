@@ -27,6 +27,7 @@ import aiohttp
 from cargohold.services.storage import Storage
 from cargohold.services.upstream.client import MANIFEST_ACCEPT, UpstreamClient, UpstreamError
 from cargohold.services.upstream.rules import CacheTarget, RuleService
+from cargohold.storage.ecr_settings import PULL_THROUGH_CACHE
 from cargohold.storage.metadata import ManifestRecord, NewManifest, TagImmutable, now_us
 from cargohold.storage.repositories import RepositoryExists, RepositorySettings
 from cargohold.storage.upstreams import UpstreamStore
@@ -128,7 +129,7 @@ class PullThroughCache:
             return
         with contextlib.suppress(RepositoryExists):
             await self.storage.db(self.storage.repositories.create, repository,
-                                  RepositorySettings(), {})
+                                  RepositorySettings(), {}, PULL_THROUGH_CACHE)
 
     # -- manifests -------------------------------------------------------------------------
 
@@ -205,7 +206,8 @@ class PullThroughCache:
         await self._ensure_repository(repository)
         try:
             await self.storage.db(self.storage.metadata.put_manifest, repository, manifest,
-                                  [tag] if tag else [], create=True, require_references=False)
+                                  [tag] if tag else [], create=True, require_references=False,
+                                  applied_for=PULL_THROUGH_CACHE)
         except TagImmutable:
             log.warning("%s:%s moved upstream but is immutable here", repository, tag)
         if tag is not None:
