@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import random
 import uuid
@@ -12,6 +11,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from cargohold.services.resumable_hash import ResumableHash, new_hash, restore_hash
 from cargohold.services.storage import Storage
 from cargohold.storage.blobstore import (
     BlobLocation,
@@ -21,6 +21,7 @@ from cargohold.storage.blobstore import (
     UploadWriter,
 )
 from cargohold.storage.metadata import RepositoryNotFound, UploadRecord, now_us
+from cargohold.storage.upload_progress import UploadProgressStore
 from cargohold.wire.digest import ALGORITHMS, Digest, parse_digest
 from cargohold.wire.errors import ErrorCode, RegistryError
 
@@ -44,6 +45,17 @@ class ChunkRange:
 class UploadState:
     upload_id: str
     size: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Resumed:
+    """Where an upload stands at an acknowledged size: its running digest and the blob
+    store's scratch state."""
+
+    algorithm: str
+    size: int
+    hasher: ResumableHash
+    scratch_state: str | None
 
 
 class _ChunkSizeMismatch(Exception):
@@ -92,14 +104,17 @@ class BlobService:
 class UploadService:
     """Upload sessions: the bytes go to the blob store's scratch area, the session to the DB.
 
-    Digests are computed while bytes stream in. A worker keeps the running hash of the sessions
-    it served; when a chunk arrives at another worker (or after a restart) that worker rebuilds
-    the hash from the bytes already stored, so sessions need no sticky routing.
+    Digests are computed while bytes stream in. Each acknowledged chunk stores the running
+    hash's state and the blob store's scratch state with the new size, in one transaction
+    (storage/upload_progress.py); a chunk that arrives at another node (or after a restart)
+    resumes from them, so sessions need no sticky routing and the finishing node never re-reads
+    the blob. A worker also keeps the sessions it served in memory, to skip that read.
     """
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
-        self._hashers: OrderedDict[str, tuple[str, int, hashlib._Hash]] = OrderedDict()
+        self._progress = UploadProgressStore(storage.database)
+        self._hashers: OrderedDict[str, _Resumed] = OrderedDict()
 
     @property
     def _create(self) -> bool:
@@ -136,18 +151,20 @@ class UploadService:
         """Take the last chunk (if any), verify the whole blob's digest, and publish it."""
         expected = parse_digest(digest)
         async with self._writer(repository, upload_id) as (writer, record):
-            size = record.size
             if body is not None:
                 # The last chunk is acknowledged together with the blob, in one transaction.
-                size = await self._write_chunk(writer, record, body, chunk_range,
-                                               content_length, acknowledge=False)
-            hasher = await self._hasher_at(upload_id, expected.algorithm, size)
+                await self._write_chunk(writer, record, body, chunk_range,
+                                        content_length, acknowledge=False)
+            resumed = await self._resume(record if body is None else None, upload_id,
+                                         expected.algorithm)
+            size, hasher = resumed.size, resumed.hasher
             self._hashers.pop(upload_id, None)
             if hasher.hexdigest() != expected.hex:
                 await self.storage.blobs.delete_upload(upload_id)
                 await self.storage.db(self.storage.metadata.delete_upload, repository, upload_id)
                 raise RegistryError(ErrorCode.DIGEST_INVALID, detail={"digest": str(expected)})
-            await self.storage.blobs.commit_upload(upload_id, size, str(expected))
+            await self.storage.blobs.commit_upload(upload_id, size, str(expected),
+                                                   resumed.scratch_state)
             completed = await self.storage.db(self.storage.metadata.complete_upload, repository,
                                               upload_id, str(expected), size)
         if not completed:
@@ -234,20 +251,36 @@ class UploadService:
         except UploadMissing:
             raise _unknown_upload(upload_id) from None
 
-    async def _hasher_at(self, upload_id: str, algorithm: str, size: int) -> hashlib._Hash:
-        """The running hash of the first `size` bytes, rebuilt from storage when not cached."""
+    async def _resume(self, record: UploadRecord | None, upload_id: str,
+                      algorithm: str) -> _Resumed:
+        """The upload's running hash and scratch state at its acknowledged size: from this
+        worker's memory, else from the database, else (no exportable hash state) rebuilt by
+        reading the stored bytes. `record` None: the state this worker just left in memory."""
         cached = self._hashers.pop(upload_id, None)
-        if cached is not None and cached[0] == algorithm and cached[1] <= size:
-            _, offset, hasher = cached
+        scratch_state = hash_state = None
+        if record is None:
+            assert cached is not None
+            if cached.algorithm == algorithm:
+                return cached
+            size, scratch_state = cached.size, cached.scratch_state  # completed as another alg
+        elif cached is not None and cached.algorithm == algorithm and cached.size == record.size:
+            return cached
         else:
-            offset, hasher = 0, hashlib.new(algorithm)
-        if offset < size:
-            async for chunk in self.storage.blobs.read_upload(upload_id, offset, size):
-                hasher.update(chunk)
-        return hasher
+            size = record.size
+            progress = await self.storage.read(self._progress.load, upload_id)
+            if progress is not None and progress.size == size:
+                scratch_state, hash_state = progress.scratch_state, progress.hash_state
+        hasher = restore_hash(algorithm, hash_state)
+        if hasher is None:
+            hasher = new_hash(algorithm)
+            if size:
+                async for chunk in self.storage.blobs.read_upload(upload_id, 0, size,
+                                                                  scratch_state):
+                    hasher.update(chunk)
+        return _Resumed(algorithm, size, hasher, scratch_state)
 
-    def _remember(self, upload_id: str, algorithm: str, size: int, hasher: hashlib._Hash) -> None:
-        self._hashers[upload_id] = (algorithm, size, hasher)
+    def _remember(self, upload_id: str, resumed: _Resumed) -> None:
+        self._hashers[upload_id] = resumed
         self._hashers.move_to_end(upload_id)
         while len(self._hashers) > HASHER_CACHE_SIZE:
             self._hashers.popitem(last=False)
@@ -268,7 +301,9 @@ class UploadService:
                                     {"contentLength": content_length,
                                      "range": f"{chunk_range.start}-{chunk_range.end}"})
             expected_length = chunk_range.length
-        hasher = await self._hasher_at(upload_id, record.algorithm, size)
+        resumed = await self._resume(record, upload_id, record.algorithm)
+        hasher = resumed.hasher
+        writer.state = resumed.scratch_state
 
         async def hashed() -> AsyncIterator[bytes]:
             received = 0
@@ -288,19 +323,20 @@ class UploadService:
         except _ChunkSizeMismatch:
             raise RegistryError(ErrorCode.SIZE_INVALID,
                                 "chunk length does not match the declared length") from None
+        after = _Resumed(record.algorithm, new_size, hasher, writer.state)
         if not acknowledge:
-            self._remember(upload_id, record.algorithm, new_size, hasher)
+            self._remember(upload_id, after)
             return new_size
         try:
-            acknowledged = await self.storage.db(self.storage.metadata.record_upload_size,
-                                                 upload_id, size, new_size)
+            acknowledged = await self.storage.db(self._progress.acknowledge, upload_id, size,
+                                                 new_size, hasher.export(), writer.state)
         except BaseException:
             await writer.truncate(size)
             raise
         if not acknowledged:
             await writer.truncate(size)
             raise _unknown_upload(upload_id)
-        self._remember(upload_id, record.algorithm, new_size, hasher)
+        self._remember(upload_id, after)
         return new_size
 
 

@@ -1,7 +1,20 @@
 """The blob-store interface: content-addressed bytes plus the scratch space of uploads.
 
 Metadata (which repository may see which blob) lives in the metadata store; a blob store only
-keeps bytes. Implementations: `FilesystemBlobStore` now, S3-compatible later.
+keeps bytes. Implementations: `FilesystemBlobStore` (storage/filesystem.py) and `S3BlobStore`
+(storage/s3.py). One contract test suite (tests/test_blobstore_contract.py) runs against both.
+
+Upload scratch state: a backend may need a small, opaque description of an upload's scratch
+data (S3: the list of staging objects). The writer exposes it as `UploadWriter.state` after a
+write; the caller stores it in the database *in the same transaction* that acknowledges the new
+size, and hands it back (`writer.state = …`, `read_upload(…, state)`, `commit_upload(…, state)`).
+So any node can continue an upload, and bytes written by a write that was never acknowledged
+(a crash, a lost race between two nodes) are simply not part of any acknowledged state. The
+filesystem backend keeps its state in the file itself and leaves `state` as None.
+
+Garbage collection and the upload purge use: `delete(digest)` for unreferenced blobs,
+`idle_uploads(since)` + `delete_upload(id)` for abandoned scratch data (on S3 this also aborts
+the upload's unfinished multipart uploads).
 """
 
 from __future__ import annotations
@@ -50,6 +63,10 @@ class UploadWriter(Protocol):
     async def truncate(self, size: int) -> None:
         """Cut the scratch data back to `size` bytes."""
 
+    # The backend's scratch state at the acknowledged size (see the module docstring): set by
+    # the caller before `write_at`, updated by `write_at`. None for the filesystem backend.
+    state: str | None
+
 
 class BlobStore(Protocol):
     """Bytes by digest, and append-only scratch files for upload sessions."""
@@ -77,14 +94,24 @@ class BlobStore(Protocol):
         Raises UploadConflict when another request holds it, UploadMissing when it is gone.
         """
 
-    def read_upload(self, upload_id: str, start: int, end: int) -> AsyncIterator[bytes]:
+    def read_upload(self, upload_id: str, start: int, end: int,
+                    state: str | None = None) -> AsyncIterator[bytes]:
         """Stream the upload's bytes [start, end) (used to rebuild a digest)."""
 
-    async def commit_upload(self, upload_id: str, size: int, digest: str) -> None:
-        """Move the first `size` bytes of a verified upload into place as blob `digest`."""
+    async def commit_upload(self, upload_id: str, size: int, digest: str,
+                            state: str | None = None) -> None:
+        """Move the first `size` bytes of a verified upload into place as blob `digest`.
+
+        The blob becomes visible under its content address in one atomic step (rename,
+        server-side copy, multipart completion): never a half-written blob.
+        """
 
     async def delete_upload(self, upload_id: str) -> None:
         """Discard an upload's scratch data."""
 
     async def idle_uploads(self, idle_since: float) -> list[str]:
         """Ids of scratch data untouched since `idle_since` (epoch seconds)."""
+
+    def presign(self, digest: str, expires_seconds: int) -> str | None:
+        """A URL that serves the blob without credentials for a while, or None when this
+        backend cannot make one (the filesystem)."""

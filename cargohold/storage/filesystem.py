@@ -120,7 +120,8 @@ class FilesystemBlobStore:
                 continue  # not an upload (a health probe), or already gone
         return idle
 
-    async def read_upload(self, upload_id: str, start: int, end: int) -> AsyncIterator[bytes]:
+    async def read_upload(self, upload_id: str, start: int, end: int,
+                          state: str | None = None) -> AsyncIterator[bytes]:
         with open(self.upload_path(upload_id), "rb") as handle:
             handle.seek(start)
             remaining = end - start
@@ -128,7 +129,8 @@ class FilesystemBlobStore:
                 remaining -= len(chunk)
                 yield chunk
 
-    async def commit_upload(self, upload_id: str, size: int, digest: str) -> None:
+    async def commit_upload(self, upload_id: str, size: int, digest: str,
+                            state: str | None = None) -> None:
         # fsync can take milliseconds: keep it off the event loop.
         await asyncio.to_thread(self._commit, upload_id, size, digest)
 
@@ -154,12 +156,16 @@ class FilesystemBlobStore:
         with contextlib.suppress(FileNotFoundError):
             self.upload_path(upload_id).unlink()
 
+    def presign(self, digest: str, expires_seconds: int) -> str | None:
+        return None  # served by the registry itself (its own signed download URLs)
+
 
 class _FileUploadWriter:
     """Writes to an upload file whose flock the caller holds."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        self.state: str | None = None  # the file is its own state
 
     async def write_at(self, offset: int, chunks: AsyncIterator[bytes]) -> int:
         size = os.fstat(self.fd).st_size
