@@ -20,6 +20,7 @@ from cargohold.storage.blobstore import (
     UploadOffsetMismatch,
     UploadWriter,
 )
+from cargohold.storage.exclusive import run_exclusively
 from cargohold.storage.metadata import RepositoryNotFound, UploadRecord, now_us
 from cargohold.storage.upload_progress import UploadProgressStore
 from cargohold.wire.digest import ALGORITHMS, Digest, parse_digest
@@ -210,10 +211,12 @@ class UploadService:
         return len(stale)
 
     async def purge_periodically(self, max_idle_seconds: float, every: float) -> None:
+        """Purge now and then, on one node at a time (the others skip their turn)."""
         while True:
             await asyncio.sleep(every * random.uniform(0.5, 1.5))
             try:
-                await self.purge_stale(max_idle_seconds)
+                await run_exclusively(self.storage.database, "upload-purge",
+                                      lambda: self.purge_stale(max_idle_seconds))
             except Exception:
                 log.exception("purging stale upload sessions failed")
 
@@ -335,7 +338,12 @@ class UploadService:
             raise
         if not acknowledged:
             await writer.truncate(size)
-            raise _unknown_upload(upload_id)
+            current = await self.storage.read(self.storage.metadata.get_upload,
+                                              record.repository, upload_id)
+            if current is None:
+                raise _unknown_upload(upload_id)
+            # Another node's concurrent write to this session was acknowledged first.
+            raise _range_error(upload_id, current.size, "another request wrote this upload")
         self._remember(upload_id, after)
         return new_size
 
