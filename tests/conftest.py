@@ -76,7 +76,7 @@ class RegistryProcess:
             try:
                 if requests.get(self.url + "/v2/", timeout=1).status_code in (200, 401):
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # slow on a busy machine
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"server did not start:\n{self.log()}")
