@@ -22,6 +22,8 @@ import requests
 from tests.clihelpers import Cli, host_of, shared_reference
 
 EXTERNAL_URL = os.environ.get("CARGOHOLD_TEST_REGISTRY_URL")
+# The `seaweed_s3` session fixture: a real S3 store (SeaweedFS) for any test that asks for it.
+pytest_plugins = ["seaweed"]
 
 
 def free_port() -> int:

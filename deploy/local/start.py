@@ -147,7 +147,7 @@ def ensure_database(url: str) -> None:
 def node_toml(root: Path, index: int, port: int, database_url: str, secret_key: str,
               endpoint: str, s3_secret: str) -> Path:
     path = root / f"node{index}.toml"
-    path.write_text(f"""# Cargohold node {index}: every node shares the database, the bucket and secret_key.
+    path.write_text(f"""# Cargohold node {index}: nodes share the database, bucket, secret_key.
 host = "127.0.0.1"
 port = {port}
 data_dir = "{root / f'node{index}'}"
