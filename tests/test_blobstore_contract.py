@@ -17,7 +17,7 @@ import requests
 from seaweed import SeaweedS3
 
 from cargohold.config import BlobStoreSettings
-from cargohold.storage.blobstore import BlobStore
+from cargohold.storage.blobstore import BlobStore, BlobUnverified
 from cargohold.storage.filesystem import FilesystemBlobStore
 from cargohold.storage.s3 import MIN_PART, S3BlobStore
 
@@ -205,3 +205,34 @@ def test_presigned_url_serves_the_blob_without_credentials(store: BlobStore) -> 
     assert resp.status_code == 200 and resp.content == data
     tampered = url.replace("Signature=", "Signature=0")
     assert requests.get(tampered, timeout=30).status_code == 403
+
+
+@pytest.mark.parametrize("size", [1000, 9 * MiB + 1])  # one request / a multipart upload
+def test_direct_write_appears_only_when_verified(store: BlobStore, size: int) -> None:
+    data = os.urandom(size)
+
+    async def failing() -> AsyncIterator[bytes]:
+        yield data[: size // 2]
+        raise ConnectionResetError("client went away")
+
+    async def scenario() -> None:
+        with pytest.raises(BlobUnverified):
+            await store.write_blob(digest_of(data), chunks_of(data), lambda: False)
+        assert await store.locate(digest_of(data)) is None
+        with pytest.raises(ConnectionResetError):
+            await store.write_blob(digest_of(data), failing(), lambda: True)
+        assert await store.locate(digest_of(data)) is None
+        asked = []
+
+        def verified() -> bool:
+            asked.append(True)
+            return True
+
+        assert await store.write_blob(digest_of(data), chunks_of(data), verified) == size
+        assert asked == [True]
+        assert await collect(store.read(digest_of(data))) == data
+
+    run(scenario)
+    if isinstance(store, S3BlobStore):  # nothing left behind: no unfinished multipart upload
+        pending = store.client.list_multipart_uploads(Bucket=store.bucket).get("Uploads", [])
+        assert pending == []

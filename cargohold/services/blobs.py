@@ -15,6 +15,7 @@ from cargohold.services.resumable_hash import ResumableHash, new_hash, restore_h
 from cargohold.services.storage import Storage
 from cargohold.storage.blobstore import (
     BlobLocation,
+    BlobUnverified,
     UploadConflict,
     UploadMissing,
     UploadOffsetMismatch,
@@ -151,6 +152,11 @@ class UploadService:
                        content_length: int | None) -> tuple[Digest, int]:
         """Take the last chunk (if any), verify the whole blob's digest, and publish it."""
         expected = parse_digest(digest)
+        if body is not None and getattr(self.storage.blobs, "prefers_direct_writes", False):
+            direct_size = await self._complete_direct(repository, upload_id, expected, body,
+                                                      chunk_range, content_length)
+            if direct_size is not None:
+                return expected, direct_size
         async with self._writer(repository, upload_id) as (writer, record):
             if body is not None:
                 # The last chunk is acknowledged together with the blob, in one transaction.
@@ -288,44 +294,50 @@ class UploadService:
         while len(self._hashers) > HASHER_CACHE_SIZE:
             self._hashers.popitem(last=False)
 
+    async def _complete_direct(self, repository: str, upload_id: str, expected: Digest,
+                               body: AsyncIterator[bytes], chunk_range: ChunkRange | None,
+                               content_length: int | None) -> int | None:
+        """A final PUT that carries the whole blob (a monolithic push), on a store that
+        prefers it: the bytes go straight to their content address, visible only once
+        verified. None when the session already holds bytes: the usual path applies."""
+        async with self._writer(repository, upload_id) as (_, record):
+            if record.size != 0:
+                return None
+            expected_length = _chunk_length(upload_id, 0, chunk_range, content_length)
+            hasher = new_hash(expected.algorithm)
+            try:
+                size = await self.storage.blobs.write_blob(
+                    str(expected), _hashed(body, hasher, expected_length),
+                    lambda: hasher.hexdigest() == expected.hex)
+            except _ChunkSizeMismatch:
+                raise _size_mismatch() from None
+            except BlobUnverified:
+                await self.storage.blobs.delete_upload(upload_id)
+                await self.storage.db(self.storage.metadata.delete_upload, repository, upload_id)
+                raise RegistryError(ErrorCode.DIGEST_INVALID,
+                                    detail={"digest": str(expected)}) from None
+            completed = await self.storage.db(self.storage.metadata.complete_upload, repository,
+                                              upload_id, str(expected), size)
+        if not completed:
+            raise _unknown_upload(upload_id)
+        return size
+
     async def _write_chunk(self, writer: UploadWriter, record: UploadRecord,
                            body: AsyncIterator[bytes], chunk_range: ChunkRange | None,
                            content_length: int | None, *, acknowledge: bool) -> int:
         """Write one chunk and (unless the caller will) acknowledge it in the database; all of
         it or nothing."""
         upload_id, size = record.id, record.size
-        expected_length = content_length
-        if chunk_range is not None:
-            if chunk_range.start != size or chunk_range.end < chunk_range.start:
-                raise _range_error(upload_id, size)
-            if content_length is not None and content_length != chunk_range.length:
-                raise RegistryError(ErrorCode.SIZE_INVALID,
-                                    "Content-Length does not match Content-Range",
-                                    {"contentLength": content_length,
-                                     "range": f"{chunk_range.start}-{chunk_range.end}"})
-            expected_length = chunk_range.length
+        expected_length = _chunk_length(upload_id, size, chunk_range, content_length)
         resumed = await self._resume(record, upload_id, record.algorithm)
         hasher = resumed.hasher
         writer.state = resumed.scratch_state
-
-        async def hashed() -> AsyncIterator[bytes]:
-            received = 0
-            async for chunk in body:
-                received += len(chunk)
-                if expected_length is not None and received > expected_length:
-                    raise _ChunkSizeMismatch
-                hasher.update(chunk)
-                yield chunk
-            if expected_length is not None and received != expected_length:
-                raise _ChunkSizeMismatch
-
         try:
-            new_size = await writer.write_at(size, hashed())
+            new_size = await writer.write_at(size, _hashed(body, hasher, expected_length))
         except UploadOffsetMismatch as exc:
             raise _range_error(upload_id, exc.current_size) from None
         except _ChunkSizeMismatch:
-            raise RegistryError(ErrorCode.SIZE_INVALID,
-                                "chunk length does not match the declared length") from None
+            raise _size_mismatch() from None
         after = _Resumed(record.algorithm, new_size, hasher, writer.state)
         if not acknowledge:
             self._remember(upload_id, after)
@@ -346,6 +358,39 @@ class UploadService:
             raise _range_error(upload_id, current.size, "another request wrote this upload")
         self._remember(upload_id, after)
         return new_size
+
+
+def _chunk_length(upload_id: str, size: int, chunk_range: ChunkRange | None,
+                  content_length: int | None) -> int | None:
+    """The length a chunk declares (None: unknown), once its range is checked against the
+    upload's acknowledged size."""
+    if chunk_range is None:
+        return content_length
+    if chunk_range.start != size or chunk_range.end < chunk_range.start:
+        raise _range_error(upload_id, size)
+    if content_length is not None and content_length != chunk_range.length:
+        raise RegistryError(ErrorCode.SIZE_INVALID, "Content-Length does not match Content-Range",
+                            {"contentLength": content_length,
+                             "range": f"{chunk_range.start}-{chunk_range.end}"})
+    return chunk_range.length
+
+
+async def _hashed(body: AsyncIterator[bytes], hasher: ResumableHash,
+                  expected_length: int | None) -> AsyncIterator[bytes]:
+    """The body's chunks, hashed as they pass, with their total length enforced."""
+    received = 0
+    async for chunk in body:
+        received += len(chunk)
+        if expected_length is not None and received > expected_length:
+            raise _ChunkSizeMismatch
+        hasher.update(chunk)
+        yield chunk
+    if expected_length is not None and received != expected_length:
+        raise _ChunkSizeMismatch
+
+
+def _size_mismatch() -> RegistryError:
+    return RegistryError(ErrorCode.SIZE_INVALID, "chunk length does not match the declared length")
 
 
 def _range_error(upload_id: str, size: int, message: str | None = None) -> RegistryError:

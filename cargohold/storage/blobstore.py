@@ -19,7 +19,7 @@ the upload's unfinished multipart uploads).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +40,10 @@ class UploadOffsetMismatch(Exception):
 
 class UploadMissing(Exception):
     """The upload's scratch data does not exist."""
+
+
+class BlobUnverified(Exception):
+    """`write_blob`'s bytes did not match the digest: nothing was stored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +115,16 @@ class BlobStore(Protocol):
 
     async def idle_uploads(self, idle_since: float) -> list[str]:
         """Ids of scratch data untouched since `idle_since` (epoch seconds)."""
+
+    # A blob whose digest is known before its bytes arrive (a monolithic push) can go straight
+    # to its content address, when the backend prefers that (S3: no staging copy).
+    prefers_direct_writes: bool
+
+    async def write_blob(self, digest: str, chunks: AsyncIterator[bytes],
+                         verified: Callable[[], bool]) -> int:
+        """Stream a whole blob to its content address and return its size. `verified()` is
+        asked after the last byte (the caller hashes them as they pass); the blob becomes
+        visible only when it says True, else nothing is kept and BlobUnverified is raised."""
 
     def presign(self, digest: str, expires_seconds: int) -> str | None:
         """A URL that serves the blob without credentials for a while, or None when this

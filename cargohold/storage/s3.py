@@ -35,7 +35,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from cargohold.config import BlobStoreSettings
-from cargohold.storage.blobstore import BlobLocation, UploadMissing
+from cargohold.storage.blobstore import BlobLocation, BlobUnverified, UploadMissing
 
 PART_SIZE = 8 * 1024 * 1024
 MIN_PART = 5 * 1024 * 1024
@@ -265,9 +265,22 @@ class S3BlobStore:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def write_segment(self, key: str, source: AsyncIterator[bytes]) -> int:
+    # A monolithic push goes straight to its content address: no staging object, no copy.
+    prefers_direct_writes = True
+
+    async def write_blob(self, digest: str, chunks: AsyncIterator[bytes],
+                         verified: Callable[[], bool]) -> int:
+        def check() -> None:
+            if not verified():
+                raise BlobUnverified(digest)
+
+        return await self.write_segment(self.blob_key(digest), chunks, check)
+
+    async def write_segment(self, key: str, source: AsyncIterator[bytes],
+                            before_visible: Callable[[], None] | None = None) -> int:
         """Stream `source` into one object, holding at most two parts in memory (one being
-        sent, one being filled), and return its size. All or nothing."""
+        sent, one being filled), and return its size. All or nothing: the object appears
+        (PutObject, or the multipart completion) only after `before_visible()` returned."""
         buffer = bytearray()
         total, mpu, parts, sent = 0, None, [], 0
         sending: asyncio.Future[dict[str, Any]] | None = None
@@ -297,6 +310,8 @@ class S3BlobStore:
                     del buffer[:PART_SIZE]
                     await send(part)
             if mpu is None:
+                if before_visible is not None:
+                    before_visible()
                 await self._call(self.client.put_object, Bucket=self.bucket, Key=key,
                                  Body=bytes(buffer))
                 return total
@@ -305,6 +320,8 @@ class S3BlobStore:
             assert sending is not None
             parts.append(await sending)
             sending = None
+            if before_visible is not None:
+                before_visible()
             await self._call(self.client.complete_multipart_upload, Bucket=self.bucket,
                              Key=key, UploadId=mpu, MultipartUpload={"Parts": parts})
         except BaseException:
