@@ -174,14 +174,15 @@ class S3BlobStore:
     async def commit_upload(self, upload_id: str, size: int, digest: str,
                             state: str | None = None) -> None:
         target = self.blob_key(digest)
-        ranges = _copy_ranges(_segments(state), size)
+        segments = _segments(state)
+        ranges = _copy_ranges(segments, size)
         if sum(hi - lo for _, lo, hi in ranges) != size:
             raise UploadMissing(upload_id)
-        if await self._exists(target):
-            pass  # content-addressed: the same bytes are already there (a concurrent push)
-        elif not ranges:
+        # Always written, even when the blob is already there: identical bytes, and a fresh
+        # LastModified that a garbage collector's grace period can rely on.
+        if not ranges:
             await self._call(self.client.put_object, Bucket=self.bucket, Key=target, Body=b"")
-        elif len(ranges) == 1 and ranges[0][1] == 0 and size <= COPY_PART_MAX:
+        elif len(ranges) == 1 and ranges[0][1:] == (0, segments[0][1]):
             await self._call(self.client.copy_object, Bucket=self.bucket, Key=target,
                              CopySource={"Bucket": self.bucket, "Key": ranges[0][0]})
         else:
@@ -232,15 +233,6 @@ class S3BlobStore:
         return idle
 
     # -- internals ----------------------------------------------------------------------------
-
-    async def _exists(self, key: str) -> bool:
-        try:
-            await self._call(self.client.head_object, Bucket=self.bucket, Key=key)
-        except ClientError as exc:
-            if _missing(exc):
-                return False
-            raise
-        return True
 
     def _list(self, prefix: str) -> list[tuple[str, float]]:
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
