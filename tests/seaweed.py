@@ -63,7 +63,8 @@ class SeaweedS3:
         command = [
             binary, "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-master.port={p['master']}", f"-master.port.grpc={p['master_grpc']}",
-            "-master.telemetry=false", "-master.volumeSizeLimitMB=1024", "-volume.max=64",
+            # Every bucket takes its own volumes (7 at a time) and tests make many buckets.
+            "-master.telemetry=false", "-master.volumeSizeLimitMB=256", "-volume.max=2000",
             f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume_grpc']}",
             "-volume.preStopSeconds=0",
             "-filer", f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer_grpc']}",

@@ -96,7 +96,8 @@ def start_seaweedfs(root: Path, secret: str) -> tuple[subprocess.Popen[bytes], s
     command = [
         weed_binary(), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         f"-master.port={ports[0]}", f"-master.port.grpc={ports[1]}", "-master.telemetry=false",
-        "-master.volumeSizeLimitMB=1024", "-volume.max=64",
+        # volume.max=0: as many 1 GiB volumes as the free disk space holds.
+        "-master.volumeSizeLimitMB=1024", "-volume.max=0",
         f"-volume.port={ports[2]}", f"-volume.port.grpc={ports[3]}", "-volume.preStopSeconds=0",
         "-filer", f"-filer.port={ports[4]}", f"-filer.port.grpc={ports[5]}",
         f"-filer.localSocket={root / 'filer.sock'}",
