@@ -28,9 +28,21 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 class BlobStoreSettings(BaseModel):
     """Which blob store holds the bytes, and its parameters."""
 
-    backend: Literal["filesystem"] = "filesystem"
+    backend: Literal["filesystem", "s3"] = "filesystem"
     path: Path | None = Field(
         default=None, description="Root of the filesystem store; default <data_dir>/blobs.")
+    # The S3 backend (any S3-compatible store). Credentials left out come from the standard
+    # AWS chain: environment, shared credentials file, instance role.
+    bucket: str | None = Field(default=None, description="S3 bucket (backend = \"s3\").")
+    prefix: str = Field(default="", description="Key prefix inside the bucket.")
+    endpoint_url: str | None = Field(default=None, description="A non-AWS S3 endpoint.")
+    region: str | None = Field(default=None, description="S3 region; default from AWS config.")
+    access_key_id: str | None = None
+    secret_access_key: str | None = Field(default=None, repr=False)
+    addressing_style: Literal["path", "virtual", "auto"] = "auto"
+    redirect: bool = Field(
+        default=False, description="Blob GETs answer 307 to a short-lived presigned S3 URL.")
+    redirect_expiry_seconds: int = Field(default=600, ge=1, le=7 * 24 * 3600)
 
 
 class Settings(BaseSettings):

@@ -88,7 +88,8 @@ def serve(settings: Settings) -> None:
     shown = f"[{host}]" if ":" in host else host
     log.info("Cargohold listening on http://%s:%d (workers=%d, metadata=%s, blobs=%s)",
              shown, port, settings.workers, _redact(settings.resolved_database_url),
-             settings.resolved_blob_path)
+             settings.resolved_blob_path if settings.blob_store.backend == "filesystem"
+             else f"s3://{settings.blob_store.bucket}/{settings.blob_store.prefix}")
     if settings.workers == 1:
         run_worker(settings, sock)
         return

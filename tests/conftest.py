@@ -22,6 +22,8 @@ import requests
 from tests.clihelpers import Cli, host_of, shared_reference
 
 EXTERNAL_URL = os.environ.get("CARGOHOLD_TEST_REGISTRY_URL")
+# The `seaweed_s3` session fixture: a real S3 store (SeaweedFS) for any test that asks for it.
+pytest_plugins = ["seaweed"]
 
 
 def free_port() -> int:
@@ -76,7 +78,7 @@ class RegistryProcess:
             try:
                 if requests.get(self.url + "/v2/", timeout=1).status_code in (200, 401):
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # slow on a busy machine
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"server did not start:\n{self.log()}")

@@ -1,10 +1,12 @@
-"""Serving blob bytes: zero-copy `sendfile` from local files, with single-range requests."""
+"""Serving blob bytes: zero-copy `sendfile` from local files, or a stream from a remote store,
+with single-range requests."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import re
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -77,3 +79,22 @@ async def _copy(response: web.StreamResponse, handle: object, start: int, stop: 
             break
         await response.write(chunk)
         position += len(chunk)
+
+
+async def send_stream(request: web.Request, chunks: Callable[[int, int], AsyncIterator[bytes]],
+                      size: int, headers: dict[str, str]) -> web.StreamResponse:
+    """Answer with a blob streamed from a remote store (S3), honouring a single Range:
+    `chunks(start, stop)` yields those bytes; memory stays at one chunk."""
+    span = requested_range(request, size)
+    start, stop = span if span is not None else (0, size)
+    response = web.StreamResponse(status=206 if span is not None else 200, headers=headers)
+    response.headers["Accept-Ranges"] = "bytes"
+    if span is not None:
+        response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+    response.content_length = stop - start
+    await response.prepare(request)
+    if request.method != "HEAD" and stop > start:
+        async for chunk in chunks(start, stop):
+            await response.write(chunk)
+    await response.write_eof()
+    return response

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import random
 import uuid
@@ -13,16 +12,20 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from cargohold.services import metrics
+from cargohold.services.resumable_hash import ResumableHash, new_hash, restore_hash
 from cargohold.services.retention.pins import pin_upload_blob
 from cargohold.services.storage import Storage
 from cargohold.storage.blobstore import (
     BlobLocation,
+    BlobUnverified,
     UploadConflict,
     UploadMissing,
     UploadOffsetMismatch,
     UploadWriter,
 )
+from cargohold.storage.exclusive import run_exclusively
 from cargohold.storage.metadata import RepositoryNotFound, UploadRecord, now_us
+from cargohold.storage.upload_progress import UploadProgressStore
 from cargohold.wire.digest import ALGORITHMS, Digest, parse_digest
 from cargohold.wire.errors import ErrorCode, RegistryError
 
@@ -46,6 +49,17 @@ class ChunkRange:
 class UploadState:
     upload_id: str
     size: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Resumed:
+    """Where an upload stands at an acknowledged size: its running digest and the blob
+    store's scratch state."""
+
+    algorithm: str
+    size: int
+    hasher: ResumableHash
+    scratch_state: str | None
 
 
 class _ChunkSizeMismatch(Exception):
@@ -94,14 +108,17 @@ class BlobService:
 class UploadService:
     """Upload sessions: the bytes go to the blob store's scratch area, the session to the DB.
 
-    Digests are computed while bytes stream in. A worker keeps the running hash of the sessions
-    it served; when a chunk arrives at another worker (or after a restart) that worker rebuilds
-    the hash from the bytes already stored, so sessions need no sticky routing.
+    Digests are computed while bytes stream in. Each acknowledged chunk stores the running
+    hash's state and the blob store's scratch state with the new size, in one transaction
+    (storage/upload_progress.py); a chunk that arrives at another node (or after a restart)
+    resumes from them, so sessions need no sticky routing and the finishing node never re-reads
+    the blob. A worker also keeps the sessions it served in memory, to skip that read.
     """
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
-        self._hashers: OrderedDict[str, tuple[str, int, hashlib._Hash]] = OrderedDict()
+        self._progress = UploadProgressStore(storage.database)
+        self._hashers: OrderedDict[str, _Resumed] = OrderedDict()
 
     @property
     def _create(self) -> bool:
@@ -150,20 +167,27 @@ class UploadService:
                         body: AsyncIterator[bytes] | None, chunk_range: ChunkRange | None,
                         content_length: int | None) -> tuple[Digest, int]:
         expected = parse_digest(digest)
+        if body is not None and getattr(self.storage.blobs, "prefers_direct_writes", False):
+            direct_size = await self._complete_direct(repository, upload_id, expected, body,
+                                                      chunk_range, content_length)
+            if direct_size is not None:
+                return expected, direct_size
         async with self._writer(repository, upload_id) as (writer, record):
-            size = record.size
             if body is not None:
                 # The last chunk is acknowledged together with the blob, in one transaction.
-                size = await self._write_chunk(writer, record, body, chunk_range,
-                                               content_length, acknowledge=False)
-            hasher = await self._hasher_at(upload_id, expected.algorithm, size)
+                await self._write_chunk(writer, record, body, chunk_range,
+                                        content_length, acknowledge=False)
+            resumed = await self._resume(record if body is None else None, upload_id,
+                                         expected.algorithm)
+            size, hasher = resumed.size, resumed.hasher
             self._hashers.pop(upload_id, None)
             if hasher.hexdigest() != expected.hex:
                 await self.storage.blobs.delete_upload(upload_id)
                 await self.storage.db(self.storage.metadata.delete_upload, repository, upload_id)
                 raise RegistryError(ErrorCode.DIGEST_INVALID, detail={"digest": str(expected)})
             await pin_upload_blob(self.storage, upload_id, str(expected))
-            await self.storage.blobs.commit_upload(upload_id, size, str(expected))
+            await self.storage.blobs.commit_upload(upload_id, size, str(expected),
+                                                   resumed.scratch_state)
             completed = await self.storage.db(self.storage.metadata.complete_upload, repository,
                                               upload_id, str(expected), size)
         if not completed:
@@ -209,10 +233,12 @@ class UploadService:
         return len(stale)
 
     async def purge_periodically(self, max_idle_seconds: float, every: float) -> None:
+        """Purge now and then, on one node at a time (the others skip their turn)."""
         while True:
             await asyncio.sleep(every * random.uniform(0.5, 1.5))
             try:
-                await self.purge_stale(max_idle_seconds)
+                await run_exclusively(self.storage.database, "upload-purge",
+                                      lambda: self.purge_stale(max_idle_seconds))
             except Exception:
                 log.exception("purging stale upload sessions failed")
 
@@ -250,23 +276,70 @@ class UploadService:
         except UploadMissing:
             raise _unknown_upload(upload_id) from None
 
-    async def _hasher_at(self, upload_id: str, algorithm: str, size: int) -> hashlib._Hash:
-        """The running hash of the first `size` bytes, rebuilt from storage when not cached."""
+    async def _resume(self, record: UploadRecord | None, upload_id: str,
+                      algorithm: str) -> _Resumed:
+        """The upload's running hash and scratch state at its acknowledged size: from this
+        worker's memory, else from the database, else (no exportable hash state) rebuilt by
+        reading the stored bytes. `record` None: the state this worker just left in memory."""
         cached = self._hashers.pop(upload_id, None)
-        if cached is not None and cached[0] == algorithm and cached[1] <= size:
-            _, offset, hasher = cached
+        scratch_state = hash_state = None
+        if record is None:
+            assert cached is not None
+            if cached.algorithm == algorithm:
+                return cached
+            size, scratch_state = cached.size, cached.scratch_state  # completed as another alg
+        elif cached is not None and cached.algorithm == algorithm and cached.size == record.size:
+            return cached
         else:
-            offset, hasher = 0, hashlib.new(algorithm)
-        if offset < size:
-            async for chunk in self.storage.blobs.read_upload(upload_id, offset, size):
-                hasher.update(chunk)
-        return hasher
+            size = record.size
+            progress = await self.storage.read(self._progress.load, upload_id)
+            if progress is not None and progress.size == size:
+                scratch_state, hash_state = progress.scratch_state, progress.hash_state
+        hasher = restore_hash(algorithm, hash_state)
+        if hasher is None:
+            hasher = new_hash(algorithm)
+            if size:
+                async for chunk in self.storage.blobs.read_upload(upload_id, 0, size,
+                                                                  scratch_state):
+                    hasher.update(chunk)
+        return _Resumed(algorithm, size, hasher, scratch_state)
 
-    def _remember(self, upload_id: str, algorithm: str, size: int, hasher: hashlib._Hash) -> None:
-        self._hashers[upload_id] = (algorithm, size, hasher)
+    def _remember(self, upload_id: str, resumed: _Resumed) -> None:
+        self._hashers[upload_id] = resumed
         self._hashers.move_to_end(upload_id)
         while len(self._hashers) > HASHER_CACHE_SIZE:
             self._hashers.popitem(last=False)
+
+    async def _complete_direct(self, repository: str, upload_id: str, expected: Digest,
+                               body: AsyncIterator[bytes], chunk_range: ChunkRange | None,
+                               content_length: int | None) -> int | None:
+        """A final PUT that carries the whole blob (a monolithic push), on a store that
+        prefers it: the bytes go straight to their content address, visible only once
+        verified. None when the session already holds bytes: the usual path applies."""
+        async with self._writer(repository, upload_id) as (_, record):
+            if record.size != 0:
+                return None
+            expected_length = _chunk_length(upload_id, 0, chunk_range, content_length)
+            hasher = new_hash(expected.algorithm)
+            # Pinned before any byte reaches the content address: garbage collection cannot
+            # delete the blob between this write and the transaction that links it.
+            await pin_upload_blob(self.storage, upload_id, str(expected))
+            try:
+                size = await self.storage.blobs.write_blob(
+                    str(expected), _hashed(body, hasher, expected_length),
+                    lambda: hasher.hexdigest() == expected.hex)
+            except _ChunkSizeMismatch:
+                raise _size_mismatch() from None
+            except BlobUnverified:
+                await self.storage.blobs.delete_upload(upload_id)
+                await self.storage.db(self.storage.metadata.delete_upload, repository, upload_id)
+                raise RegistryError(ErrorCode.DIGEST_INVALID,
+                                    detail={"digest": str(expected)}) from None
+            completed = await self.storage.db(self.storage.metadata.complete_upload, repository,
+                                              upload_id, str(expected), size)
+        if not completed:
+            raise _unknown_upload(upload_id)
+        return size
 
     async def _write_chunk(self, writer: UploadWriter, record: UploadRecord,
                            body: AsyncIterator[bytes], chunk_range: ChunkRange | None,
@@ -274,50 +347,69 @@ class UploadService:
         """Write one chunk and (unless the caller will) acknowledge it in the database; all of
         it or nothing."""
         upload_id, size = record.id, record.size
-        expected_length = content_length
-        if chunk_range is not None:
-            if chunk_range.start != size or chunk_range.end < chunk_range.start:
-                raise _range_error(upload_id, size)
-            if content_length is not None and content_length != chunk_range.length:
-                raise RegistryError(ErrorCode.SIZE_INVALID,
-                                    "Content-Length does not match Content-Range",
-                                    {"contentLength": content_length,
-                                     "range": f"{chunk_range.start}-{chunk_range.end}"})
-            expected_length = chunk_range.length
-        hasher = await self._hasher_at(upload_id, record.algorithm, size)
-
-        async def hashed() -> AsyncIterator[bytes]:
-            received = 0
-            async for chunk in body:
-                received += len(chunk)
-                if expected_length is not None and received > expected_length:
-                    raise _ChunkSizeMismatch
-                hasher.update(chunk)
-                yield chunk
-            if expected_length is not None and received != expected_length:
-                raise _ChunkSizeMismatch
-
+        expected_length = _chunk_length(upload_id, size, chunk_range, content_length)
+        resumed = await self._resume(record, upload_id, record.algorithm)
+        hasher = resumed.hasher
+        writer.state = resumed.scratch_state
         try:
-            new_size = await writer.write_at(size, hashed())
+            new_size = await writer.write_at(size, _hashed(body, hasher, expected_length))
         except UploadOffsetMismatch as exc:
             raise _range_error(upload_id, exc.current_size) from None
         except _ChunkSizeMismatch:
-            raise RegistryError(ErrorCode.SIZE_INVALID,
-                                "chunk length does not match the declared length") from None
+            raise _size_mismatch() from None
+        after = _Resumed(record.algorithm, new_size, hasher, writer.state)
         if not acknowledge:
-            self._remember(upload_id, record.algorithm, new_size, hasher)
+            self._remember(upload_id, after)
             return new_size
         try:
-            acknowledged = await self.storage.db(self.storage.metadata.record_upload_size,
-                                                 upload_id, size, new_size)
+            acknowledged = await self.storage.db(self._progress.acknowledge, upload_id, size,
+                                                 new_size, hasher.export(), writer.state)
         except BaseException:
             await writer.truncate(size)
             raise
         if not acknowledged:
             await writer.truncate(size)
-            raise _unknown_upload(upload_id)
-        self._remember(upload_id, record.algorithm, new_size, hasher)
+            current = await self.storage.read(self.storage.metadata.get_upload,
+                                              record.repository, upload_id)
+            if current is None:
+                raise _unknown_upload(upload_id)
+            # Another node's concurrent write to this session was acknowledged first.
+            raise _range_error(upload_id, current.size, "another request wrote this upload")
+        self._remember(upload_id, after)
         return new_size
+
+
+def _chunk_length(upload_id: str, size: int, chunk_range: ChunkRange | None,
+                  content_length: int | None) -> int | None:
+    """The length a chunk declares (None: unknown), once its range is checked against the
+    upload's acknowledged size."""
+    if chunk_range is None:
+        return content_length
+    if chunk_range.start != size or chunk_range.end < chunk_range.start:
+        raise _range_error(upload_id, size)
+    if content_length is not None and content_length != chunk_range.length:
+        raise RegistryError(ErrorCode.SIZE_INVALID, "Content-Length does not match Content-Range",
+                            {"contentLength": content_length,
+                             "range": f"{chunk_range.start}-{chunk_range.end}"})
+    return chunk_range.length
+
+
+async def _hashed(body: AsyncIterator[bytes], hasher: ResumableHash,
+                  expected_length: int | None) -> AsyncIterator[bytes]:
+    """The body's chunks, hashed as they pass, with their total length enforced."""
+    received = 0
+    async for chunk in body:
+        received += len(chunk)
+        if expected_length is not None and received > expected_length:
+            raise _ChunkSizeMismatch
+        hasher.update(chunk)
+        yield chunk
+    if expected_length is not None and received != expected_length:
+        raise _ChunkSizeMismatch
+
+
+def _size_mismatch() -> RegistryError:
+    return RegistryError(ErrorCode.SIZE_INVALID, "chunk length does not match the declared length")
 
 
 def _range_error(upload_id: str, size: int, message: str | None = None) -> RegistryError:

@@ -95,6 +95,9 @@ class Storage:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False)
+        close_blobs = getattr(self.blobs, "close", None)
+        if close_blobs is not None:
+            close_blobs()
         self.database.dispose()
 
 
@@ -102,4 +105,8 @@ def open_blob_store(settings: Settings) -> BlobStore:
     """The blob store named by the settings."""
     if settings.blob_store.backend == "filesystem":
         return FilesystemBlobStore(settings.resolved_blob_path)
+    if settings.blob_store.backend == "s3":
+        from cargohold.storage.s3 import S3BlobStore  # botocore's S3 model loads only when used
+
+        return S3BlobStore(settings.blob_store)
     raise ValueError(f"unknown blob store backend {settings.blob_store.backend!r}")

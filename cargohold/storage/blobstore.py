@@ -1,12 +1,25 @@
 """The blob-store interface: content-addressed bytes plus the scratch space of uploads.
 
 Metadata (which repository may see which blob) lives in the metadata store; a blob store only
-keeps bytes. Implementations: `FilesystemBlobStore` now, S3-compatible later.
+keeps bytes. Implementations: `FilesystemBlobStore` (storage/filesystem.py) and `S3BlobStore`
+(storage/s3.py). One contract test suite (tests/test_blobstore_contract.py) runs against both.
+
+Upload scratch state: a backend may need a small, opaque description of an upload's scratch
+data (S3: the list of staging objects). The writer exposes it as `UploadWriter.state` after a
+write; the caller stores it in the database *in the same transaction* that acknowledges the new
+size, and hands it back (`writer.state = …`, `read_upload(…, state)`, `commit_upload(…, state)`).
+So any node can continue an upload, and bytes written by a write that was never acknowledged
+(a crash, a lost race between two nodes) are simply not part of any acknowledged state. The
+filesystem backend keeps its state in the file itself and leaves `state` as None.
+
+Garbage collection and the upload purge use: `delete(digest)` for unreferenced blobs,
+`idle_uploads(since)` + `delete_upload(id)` for abandoned scratch data (on S3 this also aborts
+the upload's unfinished multipart uploads).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +42,10 @@ class UploadMissing(Exception):
     """The upload's scratch data does not exist."""
 
 
+class BlobUnverified(Exception):
+    """`write_blob`'s bytes did not match the digest: nothing was stored."""
+
+
 @dataclass(frozen=True, slots=True)
 class BlobLocation:
     """Where a blob's bytes can be served from: a local file (sendfile) or a stream."""
@@ -49,6 +66,10 @@ class UploadWriter(Protocol):
 
     async def truncate(self, size: int) -> None:
         """Cut the scratch data back to `size` bytes."""
+
+    # The backend's scratch state at the acknowledged size (see the module docstring): set by
+    # the caller before `write_at`, updated by `write_at`. None for the filesystem backend.
+    state: str | None
 
 
 class BlobStore(Protocol):
@@ -77,17 +98,37 @@ class BlobStore(Protocol):
         Raises UploadConflict when another request holds it, UploadMissing when it is gone.
         """
 
-    def read_upload(self, upload_id: str, start: int, end: int) -> AsyncIterator[bytes]:
+    def read_upload(self, upload_id: str, start: int, end: int,
+                    state: str | None = None) -> AsyncIterator[bytes]:
         """Stream the upload's bytes [start, end) (used to rebuild a digest)."""
 
-    async def commit_upload(self, upload_id: str, size: int, digest: str) -> None:
-        """Move the first `size` bytes of a verified upload into place as blob `digest`."""
+    async def commit_upload(self, upload_id: str, size: int, digest: str,
+                            state: str | None = None) -> None:
+        """Move the first `size` bytes of a verified upload into place as blob `digest`.
+
+        The blob becomes visible under its content address in one atomic step (rename,
+        server-side copy, multipart completion): never a half-written blob.
+        """
 
     async def delete_upload(self, upload_id: str) -> None:
         """Discard an upload's scratch data."""
 
     async def idle_uploads(self, idle_since: float) -> list[str]:
         """Ids of scratch data untouched since `idle_since` (epoch seconds)."""
+
+    # A blob whose digest is known before its bytes arrive (a monolithic push) can go straight
+    # to its content address, when the backend prefers that (S3: no staging copy).
+    prefers_direct_writes: bool
+
+    async def write_blob(self, digest: str, chunks: AsyncIterator[bytes],
+                         verified: Callable[[], bool]) -> int:
+        """Stream a whole blob to its content address and return its size. `verified()` is
+        asked after the last byte (the caller hashes them as they pass); the blob becomes
+        visible only when it says True, else nothing is kept and BlobUnverified is raised."""
+
+    def presign(self, digest: str, expires_seconds: int) -> str | None:
+        """A URL that serves the blob without credentials for a while, or None when this
+        backend cannot make one (the filesystem)."""
 
     def list_blobs(self) -> AsyncIterator[tuple[str, int, float]]:
         """Every stored blob as (digest, size, last-modified epoch seconds), in any order.

@@ -351,6 +351,10 @@ async def get_download_url_for_layer(call: Call, params: dict[str, Any]) -> dict
         raise EcrError("LayersNotFoundException",
                        f"The layer '{digest}' does not exist in the repository '{name}'"
                        ) from None
+    storage = call.request.app[STORAGE_KEY]
+    presigned = storage.blobs.presign(digest, storage.settings.blob_store.redirect_expiry_seconds)
+    if presigned is not None:  # S3: the store serves the layer itself, as on ECR
+        return {"downloadUrl": presigned, "layerDigest": digest}
     identity = call.request.app[IDENTITY_KEY]
     query = identity.presign_blob(name, digest)
     return {"downloadUrl": f"{call.base_url}/v2/{name}/blobs/{digest}?{query}",

@@ -5,8 +5,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from cargohold.http.auth import authorize
-from cargohold.http.blobresponse import send_file
-from cargohold.http.keys import ACCOUNT_SETTINGS_KEY, AUTHORIZER_KEY, BLOBS_KEY, UPLOADS_KEY
+from cargohold.http.blobresponse import send_file, send_stream
+from cargohold.http.keys import (
+    ACCOUNT_SETTINGS_KEY,
+    AUTHORIZER_KEY,
+    BLOBS_KEY,
+    STORAGE_KEY,
+    UPLOADS_KEY,
+)
 from cargohold.http.v2 import cache
 from cargohold.http.v2.common import (
     body_stream,
@@ -33,9 +39,19 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
         "ETag": f'"{digest}"',
         "Cache-Control": "max-age=31536000",
     }
-    if location.path is None:
-        raise RegistryError(ErrorCode.UNSUPPORTED, "blob store cannot serve this blob")
-    return await send_file(request, location.path, location.size, headers)
+    if location.path is not None:
+        return await send_file(request, location.path, location.size, headers)
+    storage = request.app[STORAGE_KEY]
+    settings = storage.settings.blob_store
+    if settings.redirect and request.method == "GET":
+        url = storage.blobs.presign(str(digest), settings.redirect_expiry_seconds)
+        if url is not None:
+            # As the CNCF registry's redirect option: the store serves the bytes itself.
+            return web.Response(status=307, headers={
+                "Location": url, "Docker-Content-Digest": str(digest), "Content-Length": "0"})
+    return await send_stream(
+        request, lambda start, stop: storage.blobs.read(str(digest), start, stop),
+        location.size, headers)
 
 
 async def delete_blob(request: web.Request) -> web.Response:

@@ -1,0 +1,102 @@
+"""Run a background job on one node (and one worker) at a time: `run_exclusively`.
+
+On PostgreSQL the job holds a session-level advisory lock on a connection of its own while it
+runs; another node that tries meanwhile skips its turn. When the holder dies, PostgreSQL ends
+its session and drops the lock, so the next node's periodic attempt takes over. On SQLite (one
+machine) an exclusive `flock` on a file beside the database plays the same role for the worker
+processes. Use it for every periodic job (upload purge, garbage collection, lifecycle):
+
+    ran, result = await run_exclusively(storage.database, "gc", collect_garbage)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from cargohold.storage.database import Database
+
+T = TypeVar("T")
+
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit advisory-lock key for a job name."""
+    return int.from_bytes(hashlib.sha256(b"cargohold-job:" + name.encode()).digest()[:8], "big",
+                          signed=True)
+
+
+class ExclusiveLock:
+    """A non-blocking, cluster-wide lock named `name` (see the module docstring)."""
+
+    def __init__(self, database: Database, name: str) -> None:
+        self.database = database
+        self.name = name
+        self._held: Any = None
+
+    def acquire(self) -> bool:
+        """Take the lock if nobody holds it; never waits."""
+        if self._held is not None:
+            raise RuntimeError(f"lock {self.name!r} is already held by this object")
+        if self.database.engine.dialect.name == "postgresql":
+            conn = self.database.engine.connect()
+            try:
+                taken = conn.execute(text("SELECT pg_try_advisory_lock(:key)"),
+                                     {"key": lock_key(self.name)}).scalar_one()
+                conn.commit()
+            except BaseException:
+                conn.close()
+                raise
+            if not taken:
+                conn.close()
+                return False
+            self._held = conn
+            return True
+        database_file = make_url(self.database.url).database
+        if not database_file or database_file == ":memory:":
+            self._held = True  # a private in-memory database: nobody to exclude
+            return True
+        path = Path(f"{database_file}.{hashlib.sha256(self.name.encode()).hexdigest()[:16]}.lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._held = fd
+        return True
+
+    def release(self) -> None:
+        held, self._held = self._held, None
+        if held is None or held is True:
+            return
+        if isinstance(held, int):
+            os.close(held)  # closing drops the flock
+            return
+        try:
+            with contextlib.suppress(Exception):
+                held.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": lock_key(self.name)})
+                held.commit()
+        finally:
+            held.close()
+
+
+async def run_exclusively(database: Database, name: str,
+                          job: Callable[[], Awaitable[T]]) -> tuple[bool, T | None]:
+    """Run `job` unless another node or worker is running the job of that name right now.
+    Returns (True, its result) when it ran, (False, None) when it was skipped."""
+    lock = ExclusiveLock(database, name)
+    if not await asyncio.to_thread(lock.acquire):
+        return False, None
+    try:
+        return True, await job()
+    finally:
+        await asyncio.shield(asyncio.to_thread(lock.release))
