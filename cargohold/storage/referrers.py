@@ -11,6 +11,7 @@ from cargohold.storage.database import Database
 from cargohold.storage.metadata import ReferrerRecord
 from cargohold.storage.schema import manifests, repositories
 
+PAGE = 1000
 
 def referrers_page(database: Database, repository: str, subject: str,
                    artifact_types: Sequence[str] | None, after_id: int | None,
@@ -37,3 +38,21 @@ def referrers_page(database: Database, repository: str, subject: str,
     return [(row.id, ReferrerRecord(row.digest, row.media_type, row.size, row.artifact_type,
                                     json.loads(row.annotations) if row.annotations else None))
             for row in rows]
+
+
+def all_referrers(database: Database, repository: str, subject: str,
+                  limit: int | None = None) -> list[ReferrerRecord]:
+    """The referrers of a subject (the first `limit` of them), read a page at a time; for
+    callers that walk a graph (the console's tree, replication) rather than serve pages."""
+    found: list[ReferrerRecord] = []
+    after: int | None = None
+    while limit is None or len(found) < limit:
+        page = min(PAGE, limit - len(found)) if limit is not None else PAGE
+        rows = referrers_page(database, repository, subject, None, after, page)
+        if not rows:
+            break
+        found += [record for _, record in rows]
+        after = rows[-1][0]
+        if len(rows) < page:
+            break
+    return found

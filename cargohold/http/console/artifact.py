@@ -17,6 +17,7 @@ from cargohold.http.console.render import may, render
 from cargohold.http.console.session import BROWSE_KEY, redirect
 from cargohold.http.keys import STORAGE_KEY
 from cargohold.services.actions import BATCH_GET_IMAGE, GET_DOWNLOAD_URL
+from cargohold.storage.referrers import all_referrers
 from cargohold.wire.digest import is_digest
 from cargohold.wire.ecr import EcrError
 from cargohold.wire.names import TAG_PATTERN
@@ -104,8 +105,8 @@ class GraphBuilder:
         return node
 
     async def _referrers(self, node: Node) -> None:
-        found = await self.storage.read(self.storage.metadata.referrers, self.repository,
-                                        node.digest, None)
+        found = await self.storage.read(all_referrers, self.storage.database, self.repository,
+                                        node.digest, MAX_NODES)
         counts = await self.storage.read(self.browse.referrer_counts, self.repository,
                                          [r.digest for r in found])
         for referrer in found:

@@ -30,6 +30,7 @@ from cargohold.services.upstream.client import UpstreamClient, UpstreamError
 from cargohold.services.upstream.rules import UpstreamCredential, upstream_base_url
 from cargohold.storage.events import Change, Claimed, Router
 from cargohold.storage.metadata import now_us
+from cargohold.storage.referrers import all_referrers
 from cargohold.storage.replication import CONSUMER_PREFIX, Destination, ReplicationStore
 from cargohold.wire.manifest import parse_manifest
 
@@ -192,8 +193,8 @@ class ReplicationService:
                 await self._copy_blob(client, repository, blob)
             await self._put_manifest(client, repository, digest, record.content,
                                      record.media_type)
-        for referrer in await self.storage.db(self.storage.metadata.referrers, repository,
-                                              digest, None):
+        for referrer in await self.storage.db(all_referrers, self.storage.database, repository,
+                                              digest):
             await self._copy_manifest(client, repository, referrer.digest, seen)
 
     async def _put_manifest(self, client: UpstreamClient, repository: str, reference: str,
