@@ -28,7 +28,7 @@ import aiohttp
 from cargohold.services.storage import Storage
 from cargohold.services.upstream.client import UpstreamClient, UpstreamError
 from cargohold.services.upstream.rules import UpstreamCredential, upstream_base_url
-from cargohold.storage.events import Change, Claimed, Router
+from cargohold.storage.events import Change, Claimed, Router, Settlement
 from cargohold.storage.metadata import now_us
 from cargohold.storage.referrers import all_referrers
 from cargohold.storage.replication import CONSUMER_PREFIX, Destination, ReplicationStore
@@ -133,12 +133,13 @@ class ReplicationService:
             reason = exc.message if isinstance(exc, UpstreamError) else f"{exc}"
             log.warning("replication to %s failed (attempt %d): %s", registry_id,
                         delivery.attempts + 1, reason)
-            await self.storage.db(events.settle, delivery.delivery, self._owner, now_us(),
-                                  delivered=False, retry_at=now_us() + int(delay * 1e6),
-                                  error=f"{type(exc).__name__}: {reason}")
+            await self.storage.db(events.settle, [Settlement(
+                delivery.delivery, self._owner, delivered=False,
+                retry_at=now_us() + int(delay * 1e6),
+                error=f"{type(exc).__name__}: {reason}")], now_us())
             return
-        await self.storage.db(events.settle, delivery.delivery, self._owner, now_us(),
-                              delivered=True)
+        await self.storage.db(events.settle, [Settlement(delivery.delivery, self._owner,
+                                                         delivered=True)], now_us())
 
     def _client(self, destination: Destination) -> UpstreamClient:
         cached = self._clients.get(destination.registry_id)
