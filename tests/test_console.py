@@ -398,3 +398,56 @@ def test_describe_only_user_sees_repository_but_not_its_images(console: ConsoleS
     assert "0.1.0" not in page.text
     assert session.get(f"{console.url}/console/r/charts/demo/-/a/0.1.0").status_code == 404
     assert session.get(f"{console.url}/console/r/team/app").status_code == 404
+
+
+@pytest.mark.skipif("PutRegistryPolicy" not in OPERATIONS, reason="no registry settings")
+def test_registry_settings_drive_the_ecr_operations(page: Any,
+                                                    console: ConsoleServer) -> None:  # noqa: F811
+    ecr = boto3.client("ecr", endpoint_url=console.url, region_name="us-east-1",
+                       aws_access_key_id=console.key_id, aws_secret_access_key=console.secret)
+    signed_in(page, console)
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto(f"{console.url}/console/admin/registry")
+    # BLOB_MOUNTING off, then on again.
+    for value in ("DISABLED", "ENABLED"):
+        page.get_by_label("BLOB_MOUNTING").select_option(value)
+        with page.expect_navigation():
+            page.locator("#blob-mounting").get_by_role("button", name="Save").click()
+        assert ecr.get_account_setting(name="BLOB_MOUNTING")["value"] == value
+    # A creation template, created and deleted through the form.
+    page.get_by_text("New template").click()
+    page.get_by_label("Prefix").fill("console-made")
+    page.get_by_label("Tag mutability").select_option("IMMUTABLE")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Create template").click()
+    made = ecr.describe_repository_creation_templates(prefixes=["console-made"])
+    assert made["repositoryCreationTemplates"][0]["imageTagMutability"] == "IMMUTABLE"
+    with page.expect_navigation():
+        page.locator("#templates li", has=page.get_by_text("console-made")).get_by_role(
+            "button", name="Delete").click()
+    assert [t["prefix"] for t in ecr.describe_repository_creation_templates()[
+        "repositoryCreationTemplates"] if t["prefix"] == "console-made"] == []
+    # The registry policy: malformed JSON is refused and stores nothing; a valid one is set.
+    page.get_by_label("Registry policy JSON").fill('{"Version": ')
+    page.get_by_role("button", name="Save registry policy").click()   # refused in the page
+    page.get_by_text(re.compile("Invalid JSON")).wait_for()
+    session, token = requests_session(console.url, console.key_id, console.secret)
+    refused = session.post(f"{console.url}/console/admin/registry",   # and by the server
+                           data={"csrf": token, "op": "put_policy", "policy": '{"Version": '})
+    assert refused.status_code == 400 and "not valid JSON" in refused.text
+    with pytest.raises(ecr.exceptions.RegistryPolicyNotFoundException):
+        ecr.get_registry_policy()
+    policy = ('{"Version": "2012-10-17", "Statement": [{"Sid": "ReadAll", "Effect": "Allow", '
+              '"Principal": {"AWS": "*"}, "Action": ["ecr:DescribeRepositories"], '
+              f'"Resource": "arn:aws:ecr:us-east-1:{ecr.describe_registry()["registryId"]}'
+              ':repository/*"}]}')
+    page.goto(f"{console.url}/console/admin/registry")
+    page.get_by_label("Registry policy JSON").fill(policy)
+    with page.expect_navigation():
+        page.get_by_role("button", name="Save registry policy").click()
+    assert "ReadAll" in ecr.get_registry_policy()["policyText"]
+    with page.expect_navigation():
+        page.locator("section", has=page.get_by_label("Registry policy JSON")).get_by_role(
+            "button", name="Delete").click()
+    with pytest.raises(ecr.exceptions.RegistryPolicyNotFoundException):
+        ecr.get_registry_policy()

@@ -69,7 +69,7 @@
     area.addEventListener("input", validate);
     area.form.addEventListener("submit", function (event) {
       var submitter = event.submitter;
-      if (submitter && submitter.value === "delete") return;
+      if (submitter && /^delete/.test(submitter.value)) return;  // delete, delete_policy
       if (!validate()) { event.preventDefault(); area.focus(); }
     });
     validate();
