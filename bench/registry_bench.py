@@ -51,7 +51,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
@@ -1129,9 +1129,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--region", default="us-east-1", help="region for SigV4 (row 10)")
     ap.add_argument("--load-tool", choices=["auto", "wrk", "aiohttp"], default="auto",
                     help="row 6 load generator (auto: wrk if installed, else aiohttp)")
+    ap.add_argument("--clients", type=int, metavar="N",
+                    help="concurrent clients for the write rows 5 and 7 (default 4)")
     args = ap.parse_args(argv)
 
     sizes = QUICK if args.quick else FULL
+    if args.clients:
+        sizes = replace(sizes, small_concurrency=args.clients, tag_concurrency=args.clients)
     aws = read_aws_credentials(args.aws_credentials) if args.aws_credentials else None
     user = args.user or (f"{aws[0]}:{aws[1]}" if aws else None)
     auth = ("Basic " + base64.b64encode(user.encode()).decode()) if user else None
