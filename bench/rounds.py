@@ -82,9 +82,15 @@ def render_ratios(rounds: list[dict[str, Any]]) -> str:
 
 
 def keep_sections(old: str, new: str) -> str:
-    """`new`, followed by every marked section of `old` that `new` does not have."""
-    kept = [m.group(0) for m in _SECTION.finditer(old)
-            if f"<!-- {m.group('name')}" not in new]
-    if not kept:
+    """`new` (compare.py's own part, which ends with its "## Notes" list), followed by what
+    other scripts or people added to `old` after compare.py's part: every later `## ` section,
+    marked or not, in its order. Without such a part in `old`, its marked sections."""
+    notes = old.find("\n## Notes\n")
+    if notes >= 0:
+        after = re.search(r"\n(?=## |<!-- )", old[notes + len("\n## Notes\n"):])
+        tail = old[notes + len("\n## Notes\n") + after.end():] if after else ""
+    else:
+        tail = "\n\n".join(m.group(0) for m in _SECTION.finditer(old))
+    if not tail.strip():
         return new
-    return new.rstrip("\n") + "\n\n" + "\n\n".join(kept) + "\n"
+    return new.rstrip("\n") + "\n\n" + tail.strip("\n") + "\n"
