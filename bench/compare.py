@@ -45,6 +45,8 @@ START_TIMEOUT = 60.0
 BENCH_TIMEOUT_FULL = 3600
 BENCH_TIMEOUT_QUICK = 600
 SECURE_ROWS = ("manifest_get_bearer", "describe_images")
+# Set from the command line: Cargohold's --workers (None: its default) and the write rows' clients.
+OPTIONS: dict[str, Any] = {"workers": None, "clients": None}
 
 
 def log(msg: str) -> None:
@@ -174,7 +176,9 @@ def cargohold_server(workdir: Path, secure: bool = False) -> Server:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     cmd = [sys.executable, "-m", "cargohold", "serve", "--host", "127.0.0.1",
-           "--port", str(port), "--data-dir", str(data), "--workers", "2"]
+           "--port", str(port), "--data-dir", str(data)]
+    if OPTIONS["workers"]:
+        cmd += ["--workers", str(OPTIONS["workers"])]
     if secure:
         # Credentials from the bootstrap administrator's AWS credentials file.
         env.pop("CARGOHOLD_ANONYMOUS", None)
@@ -207,6 +211,8 @@ def run_bench(url: str, pid: int | None, quick: bool, only: str | None,
         cmd += ["--aws-credentials", str(credentials)]
     if quick:
         cmd.append("--quick")
+    if OPTIONS["clients"]:
+        cmd += ["--clients", str(OPTIONS["clients"])]
     if only:
         cmd += ["--only", only]
     load_before = loadavg()
@@ -526,7 +532,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep temp data dirs and logs")
     ap.add_argument("--out-dir", type=Path, default=BENCH_DIR,
                     help="where RESULTS.md and results.json go (default: bench/)")
+    ap.add_argument("--cargohold-workers", type=int, metavar="N",
+                    help="Cargohold's --workers (default: none given, its own default)")
+    ap.add_argument("--clients", type=int, default=16, metavar="N",
+                    help="concurrent clients of the write rows 5 and 7 (default 16)")
+    ap.add_argument("--rounds", type=int, default=2, metavar="N",
+                    help="run both registries N times (default 2); RESULTS.md gets each "
+                         "round's Cargohold/reference ratios")
     args = ap.parse_args(argv)
+    OPTIONS.update(workers=args.cargohold_workers, clients=args.clients)
 
     sys.path.insert(0, str(BENCH_DIR))
     from registry_bench import parse_only  # validates --only early
@@ -542,16 +556,28 @@ def main(argv: list[str] | None = None) -> int:
         ("cargohold", cargohold_server, args.cargohold_url, args.cargohold_pid,
          args.cargohold_aws_credentials, functools.partial(cargohold_server, secure=True)),
     ]
-    for name, make, url, pid, credentials, make_secure in plan:
-        if name in args.skip:
-            results["registries"][name] = {"status": "not run", "reason": "--skip " + name}
-            continue
-        log(f"=== {name}")
-        results["registries"][name] = bench_one(name, make, url, pid, args.quick, args.only,
-                                                args.keep, credentials, make_secure)
+    rounds: list[dict[str, Any]] = []
+    for number in range(1, max(1, args.rounds) + 1):
+        registries: dict[str, Any] = {}
+        for name, make, url, pid, credentials, make_secure in plan:
+            if name in args.skip:
+                registries[name] = {"status": "not run", "reason": "--skip " + name}
+                continue
+            log(f"=== round {number}: {name}")
+            registries[name] = bench_one(name, make, url, pid, args.quick, args.only,
+                                         args.keep, credentials, make_secure)
+        rounds.append(registries)
+    results["registries"] = rounds[0]
+    results["rounds"] = rounds
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out_dir / "RESULTS.md").write_text(render(results))
+    from rounds import keep_sections, render_ratios
+
+    target = args.out_dir / "RESULTS.md"
+    old = target.read_text() if target.exists() else ""
+    report = render(results).replace("\n## Notes\n", "\n" + render_ratios(rounds)
+                                     + "\n## Notes\n", 1)
+    target.write_text(keep_sections(old, report))
     log(f"wrote {args.out_dir / 'RESULTS.md'} and {args.out_dir / 'results.json'}")
     return 0
 

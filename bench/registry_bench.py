@@ -1131,11 +1131,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="row 6 load generator (auto: wrk if installed, else aiohttp)")
     ap.add_argument("--memory-blob-mib", type=int,
                     help="size of row 8's blob (default: 1024, or 64 with --quick)")
+    ap.add_argument("--clients", type=int, metavar="N",
+                    help="concurrent clients for the write rows 5 and 7 (default 4)")
     args = ap.parse_args(argv)
 
     sizes = QUICK if args.quick else FULL
     if args.memory_blob_mib:
         sizes = replace(sizes, memory_blob=args.memory_blob_mib * MiB)
+    if args.clients:
+        sizes = replace(sizes, small_concurrency=args.clients, tag_concurrency=args.clients)
     aws = read_aws_credentials(args.aws_credentials) if args.aws_credentials else None
     user = args.user or (f"{aws[0]}:{aws[1]}" if aws else None)
     auth = ("Basic " + base64.b64encode(user.encode()).decode()) if user else None

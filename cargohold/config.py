@@ -6,6 +6,7 @@ Nested keys in the environment use a double underscore: `CARGOHOLD_BLOB_STORE__P
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -53,7 +54,8 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=5000, ge=0, le=65535)
-    workers: int = Field(default=1, ge=1, le=64, description="Worker processes.")
+    workers: int = Field(default_factory=lambda: min(os.cpu_count() or 1, 64), ge=1, le=64,
+                         description="Worker processes; default: the number of CPUs.")
     data_dir: Path = Path("cargohold-data")
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default sqlite:///<data_dir>/metadata.db.")

@@ -46,6 +46,13 @@ class RegistryProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
 
+    def worker_args(self) -> list[str]:
+        """One worker unless the test chooses (the default, one per CPU, would double every
+        test server's processes on a 2-core machine)."""
+        chosen = ("--workers" in self.extra_args or "--config" in self.extra_args
+                  or "CARGOHOLD_WORKERS" in self.env)
+        return [] if chosen else ["--workers", "1"]
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
@@ -67,7 +74,8 @@ class RegistryProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cargohold", "serve", "--host", "127.0.0.1", *self.mode_args,
-             "--port", str(self.port), "--data-dir", str(self.data_dir), *self.extra_args],
+             "--port", str(self.port), "--data-dir", str(self.data_dir), *self.worker_args(),
+             *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
         log.close()

@@ -16,7 +16,8 @@ from cargohold.config import load_settings
 @click.option("--host", default=None, help="Address to listen on [default: 127.0.0.1].")
 @click.option("--port", type=int, default=None, help="Port to listen on [default: 5000].")
 @settings_options
-@click.option("--workers", type=int, default=None, help="Worker processes [default: 1].")
+@click.option("--workers", type=int, default=None,
+              help="Worker processes [default: the number of CPUs].")
 @click.option("--anonymous", is_flag=True, default=None,
               help="Open the registry to everyone without credentials (local experiments only).")
 def serve(host: str | None, port: int | None, data_dir: Path | None,

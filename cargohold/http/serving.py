@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import socket
 from http import HTTPStatus
 
@@ -82,6 +83,19 @@ def parser_error(status: int, exc: BaseException | None, message: str | None,
                          status=status if 400 <= status < 500 else 400)
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop where it is installed (cheaper per request and per thread hand-off,
+    see bench/RESULTS.md), else asyncio's; CARGOHOLD_EVENT_LOOP=asyncio forces asyncio's."""
+    if os.environ.get("CARGOHOLD_EVENT_LOOP", "").lower() != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 class EnvelopeServer(Server):
     def __call__(self) -> RequestHandler:
         return EnvelopeRequestHandler(self, loop=self._loop, **self._kwargs)
@@ -117,7 +131,7 @@ def run_app(app: web.Application, sock: socket.socket, access_log: logging.Logge
         finally:
             await runner.cleanup()
 
-    loop = asyncio.new_event_loop()
+    loop = new_event_loop()
     asyncio.set_event_loop(loop)
     main = loop.create_task(serve())
     try:
