@@ -29,14 +29,6 @@ blob_tombstones = Table(
     Column("created_at", BigInteger, nullable=False),
 )
 
-# Leases of single-collector jobs on SQLite (PostgreSQL uses advisory locks instead).
-maintenance_locks = Table(
-    "maintenance_locks", metadata,
-    Column("name", String(64), primary_key=True),
-    Column("holder", String(64), nullable=False),
-    Column("expires_at", BigInteger, nullable=False),
-)
-
 # One row per garbage-collection or lifecycle run: what it did, and when (for operators and
 # for checking that runs never overlap).
 maintenance_runs = Table(

@@ -24,7 +24,7 @@ from cargohold.services.blobs import UploadService
 from cargohold.services.metrics import GC_RECLAIMED_BYTES, GC_RUNS
 from cargohold.services.storage import Storage
 from cargohold.storage.collection import CollectionStore, Graph
-from cargohold.storage.maintenance import JobLease, MaintenanceStore
+from cargohold.storage.maintenance import MaintenanceStore
 from cargohold.storage.metadata import now_us
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ class GarbageCollector:
             return report
         started, clock = now_us(), time.monotonic()
         try:
-            await self._collect(report, lease, started - int(grace_seconds * 1e6))
+            await self._collect(report, started - int(grace_seconds * 1e6))
             report.duration_seconds = round(time.monotonic() - clock, 3)
             await self.storage.db(self.locks.record_run, JOB, lease.holder, started, dry_run,
                                   report.as_dict())
@@ -159,7 +159,7 @@ class GarbageCollector:
                      report.bytes_reclaimed)
         return report
 
-    async def _collect(self, report: GcReport, lease: JobLease, cutoff: int) -> None:
+    async def _collect(self, report: GcReport, cutoff: int) -> None:
         ttl = self.storage.settings.upload_session_ttl_hours * 3600
         if not report.dry_run:
             # Bytes left behind by a collection that crashed after deleting their rows.
@@ -178,14 +178,11 @@ class GarbageCollector:
                 deleted = await self.storage.db(self.store.delete_manifests, batch, cutoff,
                                                 report.delete_untagged)
                 report.manifests_deleted += len(deleted)
-                await self.storage.db(lease.renew)
         for pairs in _batches(plan.links, LINK_BATCH):
             report.links_deleted += await self.storage.db(self.store.delete_links, pairs, cutoff)
-            await self.storage.db(lease.renew)
         for digests in _batches(plan.blobs, BLOB_BATCH):
             gone = await self.storage.db(self.store.tombstone_blobs, digests)
             await self._delete_bytes(report, gone)
-            await self.storage.db(lease.renew)
         report.uploads_purged = await UploadService(self.storage).purge_stale(ttl)
 
     async def _delete_bytes(self, report: GcReport, gone: Sequence[tuple[str, int]]) -> None:

@@ -186,7 +186,6 @@ class LifecycleService:
                         report.images_expired += 1
                 if not dry_run:
                     await self._call(name, self.store.mark_evaluated, self.clock())
-                await self.storage.db(lease.renew)
             if dry_run:
                 report.images_expired = len(report.expired)
             await self.storage.db(locks.record_run, JOB, lease.holder, started, dry_run,

@@ -1,4 +1,4 @@
-"""retention: blob pins and tombstones, maintenance locks and runs, lifecycle policies
+"""retention: blob pins and tombstones, maintenance runs, lifecycle policies
 
 Revision ID: 0005
 Revises: 0004
@@ -34,13 +34,6 @@ def upgrade() -> None:
         sa.Column("size", sa.BigInteger(), nullable=False),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("digest", name=op.f("pk_blob_tombstones")),
-    )
-    op.create_table(
-        "maintenance_locks",
-        sa.Column("name", sa.String(length=64), nullable=False),
-        sa.Column("holder", sa.String(length=64), nullable=False),
-        sa.Column("expires_at", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("name", name=op.f("pk_maintenance_locks")),
     )
     op.create_table(
         "maintenance_runs",
@@ -85,7 +78,6 @@ def downgrade() -> None:
     op.drop_table("lifecycle_policies")
     op.drop_index(op.f("ix_maintenance_runs_job_started_at"), table_name="maintenance_runs")
     op.drop_table("maintenance_runs")
-    op.drop_table("maintenance_locks")
     op.drop_table("blob_tombstones")
     op.drop_index(op.f("ix_blob_pins_digest"), table_name="blob_pins")
     op.drop_table("blob_pins")
