@@ -63,6 +63,15 @@ def test_json_access_log_and_request_ids(make_registry: Callable[..., Any]) -> N
     with sqlite3.connect(server.data_dir / "metadata.db") as db:
         ids = {row[0] for row in db.execute("SELECT request_id FROM audit_events")}
     assert "ci-run-42.push" in ids
+    # ... and the operator finds it by that id with the CLI, in both output formats.
+    cli = [sys.executable, "-m", "cargohold", "admin", "audit", "--data-dir", str(server.data_dir),
+           "--request-id", "ci-run-42.push"]
+    rows = json.loads(subprocess.run([*cli, "--output", "json"], check=True, capture_output=True,
+                                     text=True, timeout=60).stdout)
+    assert rows and {row["request_id"] for row in rows} == {"ci-run-42.push"}
+    assert {row["repository"] for row in rows} == {repo}
+    table = subprocess.run(cli, check=True, capture_output=True, text=True, timeout=60).stdout
+    assert "REQUEST_ID" in table.splitlines()[0] and "ci-run-42.push" in table
 
 
 def test_no_secret_reaches_the_logs(make_registry: Callable[..., Any]) -> None:

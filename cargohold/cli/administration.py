@@ -192,20 +192,25 @@ def keys_delete(key_id: str, data_dir: Path | None, config_file: Path | None) ->
 @click.option("--repository", default=None, help="Only events on this repository.")
 @click.option("--outcome", type=click.Choice(["allowed", "denied", "unauthenticated", "failed"]),
               default=None)
+@click.option("--request-id", default=None,
+              help="Only events of this request (the X-Request-ID of the access log).")
 @table_output
 @settings_options
 def audit(limit: int, principal: str | None, repository: str | None, outcome: str | None,
-          output: str, data_dir: Path | None, config_file: Path | None) -> None:
+          request_id: str | None, output: str, data_dir: Path | None,
+          config_file: Path | None) -> None:
     """Show the newest audit events: who did what, where, when, and how it ended."""
     with identity_service(data_dir, config_file) as identity:
         events = identity.store.query_audit(limit=limit, principal=principal,
-                                            repository=repository, outcome=outcome)
+                                            repository=repository, outcome=outcome,
+                                            request_id=request_id)
     rows = [{"at": when(e.at), "principal": e.principal or "-", "key": e.access_key_id or "-",
              "action": e.action, "repository": e.repository or "-", "outcome": e.outcome,
-             "status": e.status, "remote": e.remote or "-", "detail": e.detail or ""}
+             "status": e.status, "remote": e.remote or "-", "detail": e.detail or "",
+             "request_id": e.request_id or "-"}
             for e in events]
     emit_table(rows, output, ["at", "principal", "action", "repository", "outcome", "status",
-                         "remote", "detail"])
+                              "remote", "request_id", "detail"])
 
 
 

@@ -250,7 +250,8 @@ class IdentityStore:
 
     def query_audit(self, *, limit: int = 100, principal: str | None = None,
                     repository: str | None = None, outcome: str | None = None,
-                    since: int | None = None) -> list[AuditEvent]:
+                    since: int | None = None,
+                    request_id: str | None = None) -> list[AuditEvent]:
         query = select(audit_events.c.at, audit_events.c.principal, audit_events.c.access_key_id,
                        audit_events.c.action, audit_events.c.repository, audit_events.c.outcome,
                        audit_events.c.status, audit_events.c.remote, audit_events.c.detail,
@@ -263,6 +264,8 @@ class IdentityStore:
             query = query.where(audit_events.c.outcome == outcome)
         if since is not None:
             query = query.where(audit_events.c.at >= since)
+        if request_id is not None:
+            query = query.where(audit_events.c.request_id == request_id)
         query = query.order_by(audit_events.c.id.desc()).limit(limit)
         with self.database.read() as conn:
             rows = conn.execute(query).all()
