@@ -27,6 +27,8 @@ from urllib.parse import urlencode, urljoin
 
 import aiohttp
 
+from cargohold.config_upstreams import UpstreamSettings
+from cargohold.services import metrics
 from cargohold.services.storage import Storage
 from cargohold.services.upstream.client import UpstreamClient, UpstreamError
 from cargohold.services.upstream.rules import UpstreamCredential, upstream_base_url
@@ -42,7 +44,21 @@ LEASE_US = 120_000_000
 POLL_SECONDS = 0.5
 REFRESH_SECONDS = 1.0
 BATCH = 8
+MAINTAIN_SECONDS = 5.0  # how often the backlog bounds are applied
 MOUNT_CANDIDATES = 50  # holders of a blob looked at for a repository to mount it from
+
+
+def abandoned_reason(status: str, last_error: str | None, settings: UpstreamSettings) -> str:
+    """Why a replication was given up, for DescribeImageReplicationStatus."""
+    if status == "expired":
+        reason = (f"Expired: not replicated within {settings.replication_max_age_hours:g} "
+                  "hours (upstreams.replication_max_age_hours)")
+    elif status == "dropped":
+        reason = (f"Dropped: more than {settings.replication_max_backlog} replications were "
+                  "waiting for this destination (upstreams.replication_max_backlog)")
+    else:
+        reason = status
+    return f"{reason}; last error: {last_error}" if last_error else reason
 
 
 def matches(rule: dict[str, Any], repository: str) -> bool:
@@ -62,6 +78,7 @@ class ReplicationService:
         self._session: aiohttp.ClientSession | None = None
         self._clients: dict[str, tuple[Destination, UpstreamClient]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._maintained_at = -1e9
         base: Router | None = storage.outbox.router
 
         def route(change: Change) -> tuple[list[str], dict[str, Any]]:
@@ -114,6 +131,8 @@ class ReplicationService:
             try:
                 await self.refresh()
                 consumers = [CONSUMER_PREFIX + registry_id for registry_id in self.destinations]
+                if consumers and time.monotonic() - self._maintained_at >= MAINTAIN_SECONDS:
+                    await self._bound_backlogs(consumers)
                 if consumers:
                     claimed = await self.storage.db(self.storage.events.claim, consumers,
                                                     self._owner, now_us(), LEASE_US, BATCH)
@@ -123,6 +142,23 @@ class ReplicationService:
                 log.exception("replication round failed")
             if not claimed:
                 await asyncio.sleep(POLL_SECONDS)
+
+    async def _bound_backlogs(self, consumers: list[str]) -> None:
+        """Give up replications older than the age bound (expired) and the oldest beyond the
+        backlog bound of each destination (dropped): a destination that never returns must
+        not grow the outbox forever. The rest still replicate when it returns."""
+        self._maintained_at = time.monotonic()
+        settings = self.storage.settings.upstreams
+        now = now_us()
+        counts = await self.storage.db(
+            self.storage.events.expire, consumers,
+            now - int(settings.replication_max_age_hours * 3600e6),
+            settings.replication_max_backlog, now)
+        for (consumer, result), count in counts.items():
+            if count:
+                registry_id = consumer[len(CONSUMER_PREFIX):]
+                metrics.REPLICATIONS_ABANDONED.labels(registry_id, result).inc(count)
+                log.warning("%d replications to %s %s", count, registry_id, result)
 
     async def _deliver(self, delivery: Claimed) -> None:
         registry_id = delivery.consumer[len(CONSUMER_PREFIX):]
