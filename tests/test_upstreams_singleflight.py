@@ -19,6 +19,7 @@ from conftest import RegistryProcess
 from dbfixtures import database_url, postgres_available
 from ecrhelpers import ecr_client
 from prometheus_client.mmap_dict import MmapedDict
+from seaweed import SeaweedS3
 from test_upstreams_cache import hashlib_digest, upload_blob
 from upstreamhelpers import LoggedRegistry
 
@@ -35,14 +36,21 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoggedRegistr
     registry.stop()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "sqlite+s3"])
 def two_workers(request: pytest.FixtureRequest, tmp_path: Path,
                 upstream: LoggedRegistry) -> Iterator[RegistryProcess]:
-    if request.param == "postgresql" and not os.environ.get("CI") and not postgres_available():
+    """Metadata in SQLite or PostgreSQL; blobs in files, or in S3 (SeaweedFS), where the
+    upload is written through the store's writer rather than on the hashing thread."""
+    database, _, blobs = request.param.partition("+")
+    if database == "postgresql" and not os.environ.get("CI") and not postgres_available():
         pytest.skip("PostgreSQL not reachable")
-    with database_url(request.param, tmp_path) as url:
+    env: dict[str, str] = {}
+    if blobs == "s3":
+        seaweed: SeaweedS3 = request.getfixturevalue("seaweed_s3")
+        env = seaweed.blob_store_env(seaweed.new_bucket())
+    with database_url(database, tmp_path) as url:
         server = RegistryProcess(tmp_path / "data", extra_args=["--workers", "2"],
-                                 env={"CARGOHOLD_DATABASE_URL": url})
+                                 env={"CARGOHOLD_DATABASE_URL": url, **env})
         server.start()
         try:
             ecr_client(server.url, *server.admin_credentials).create_pull_through_cache_rule(

@@ -3,16 +3,17 @@ store's upload as it arrives, and is hashed on a thread of its own meanwhile.
 
 Why this shape: the first pull through the cache should cost about what a direct pull costs.
 So nothing waits for the whole blob, pieces are passed on as aiohttp received them (no joins,
-no copies), and the hash (the one CPU-heavy step) runs beside the event loop instead of in
-front of it. The blob is committed only once the digest verifies; the client's last piece is
-held back until then, so a failed, truncated or wrong transfer stores nothing and the client's
-response is aborted rather than completed.
+no copies), and the hash (the one CPU-heavy step) and the write of a local upload file run on
+a thread beside the event loop instead of in front of it. The blob is committed only once the
+digest verifies; the client's last piece is held back until then, so a failed, truncated or
+wrong transfer stores nothing and the client's response is aborted rather than completed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import threading
 import uuid
 from collections import deque
@@ -20,46 +21,65 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 
-from cargohold.services.upstream.client import UpstreamClient
-from cargohold.storage.blobstore import BlobStore
+from cargohold.services.upstream.client import UpstreamClient, UpstreamError
+from cargohold.storage.blobstore import BlobStore, BlobUnverified
 from cargohold.wire.digest import Digest
 
-HASH_BACKLOG = 32 << 20  # bytes received but not hashed yet, before the receiver waits
+BACKLOG = 32 << 20  # bytes received but not hashed (written) yet, before the receiver waits
 QUEUE_PIECES = 64  # pieces queued for the client (each at most a socket read)
 
 Deliver = Callable[[bytes | BaseException | None], Awaitable[None]]
 
 
-class ThreadedHash:
-    """A digest computed on its own thread: `feed` hands a piece over without copying it and
-    waits only when the thread is more than HASH_BACKLOG bytes behind."""
+class PieceWorker:
+    """Hashes the pieces of a transfer on a thread of its own and, given a file descriptor,
+    writes them there too: `feed` hands a piece over without copying it and waits only when
+    the thread is more than BACKLOG bytes behind. The thread writes through its own duplicate
+    of the descriptor, so the caller may close its own at any time."""
 
-    def __init__(self, algorithm: str) -> None:
+    def __init__(self, algorithm: str, fd: int | None = None) -> None:
         self._hash = hashlib.new(algorithm)
+        self._fd = os.dup(fd) if fd is not None else None
         self._pieces: deque[bytes | None] = deque()
         self._ready = threading.Condition()
         self._fed = 0
-        self._hashed = 0
+        self._done_bytes = 0
         self._closed = False
+        self._error: BaseException | None = None
         self._loop = asyncio.get_running_loop()
-        self._done: asyncio.Future[str] = self._loop.create_future()
-        self._thread = threading.Thread(target=self._run, name="upstream-hash", daemon=True)
+        self._done: asyncio.Future[str | BaseException] = self._loop.create_future()
+        self._thread = threading.Thread(target=self._run, name="upstream-fetch", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while True:
-            with self._ready:
-                while not self._pieces:
-                    self._ready.wait()
-                piece = self._pieces.popleft()
-            if piece is None:
-                break
-            self._hash.update(piece)  # releases the GIL
-            with self._ready:
-                self._hashed += len(piece)
-                self._ready.notify_all()
-        result = self._hash.hexdigest()
-        self._loop.call_soon_threadsafe(_resolve, self._done, result)
+        try:
+            while True:
+                with self._ready:
+                    while not self._pieces:
+                        self._ready.wait()
+                    piece = self._pieces.popleft()
+                if piece is None:
+                    break
+                if self._error is None and not self._closed:
+                    try:
+                        self._work(piece)
+                    except OSError as exc:  # a full disk: reported by `result`
+                        self._error = exc
+                with self._ready:
+                    self._done_bytes += len(piece)
+                    self._ready.notify_all()
+        finally:
+            if self._fd is not None:
+                os.close(self._fd)
+            outcome = self._error or self._hash.hexdigest()
+            self._loop.call_soon_threadsafe(_resolve, self._done, outcome)
+
+    def _work(self, piece: bytes) -> None:
+        self._hash.update(piece)  # releases the GIL, as os.write does
+        if self._fd is not None:
+            view = memoryview(piece)
+            while view:
+                view = view[os.write(self._fd, view):]
 
     def _push(self, piece: bytes | None) -> None:
         with self._ready:
@@ -68,21 +88,25 @@ class ThreadedHash:
 
     def _wait_below(self, limit: int) -> None:
         with self._ready:
-            while self._fed - self._hashed > limit and not self._closed:
+            while self._fed - self._done_bytes > limit and not self._closed:
                 self._ready.wait()
 
     async def feed(self, piece: bytes) -> None:
         self._push(piece)
         self._fed += len(piece)
-        if self._fed - self._hashed > HASH_BACKLOG:
-            await asyncio.to_thread(self._wait_below, HASH_BACKLOG // 2)
+        if self._fed - self._done_bytes > BACKLOG:
+            await asyncio.to_thread(self._wait_below, BACKLOG // 2)
 
-    async def hexdigest(self) -> str:
+    async def result(self) -> str:
+        """The hex digest, once every piece fed is hashed (and written)."""
         self._push(None)
-        return await self._done
+        outcome = await self._done
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
     def close(self) -> None:
-        """Stop the thread (after the pieces already fed); the digest is not wanted."""
+        """Stop the thread (pieces not yet taken are skipped); the result is not wanted."""
         with self._ready:
             self._closed = True
             self._pieces.clear()
@@ -90,7 +114,7 @@ class ThreadedHash:
             self._ready.notify_all()
 
 
-def _resolve(future: asyncio.Future[str], value: str) -> None:
+def _resolve(future: asyncio.Future[str | BaseException], value: str | BaseException) -> None:
     if not future.done():
         future.set_result(value)
 
@@ -100,49 +124,107 @@ async def tee(blobs: BlobStore, client: UpstreamClient, response: aiohttp.Client
     """Store the body of `response` as the blob `digest` while `deliver` passes each piece to
     the client: None ends the client's body, an exception aborts it. Returns the size stored;
     raises (storing nothing) when the transfer fails or the bytes do not match."""
-    size = response.content_length
-    upload_id = str(uuid.uuid4())
-    hasher = ThreadedHash(digest.algorithm)
-    held: list[bytes] = []  # the newest piece waits: the client's last one needs the digest
+    transfer = _Tee(client, response, digest, deliver)
+    if blobs.prefers_direct_writes:  # S3: straight to the content address, no staging copy
+        return await transfer.direct(blobs)
+    return await transfer.staged(blobs)
 
-    async def relay() -> AsyncIterator[bytes]:
-        received = 0
+
+class _Tee:
+    def __init__(self, client: UpstreamClient, response: aiohttp.ClientResponse,
+                 digest: Digest, deliver: Deliver) -> None:
+        self.client = client
+        self.response = response
+        self.digest = digest
+        self.deliver = deliver
+        self.size = response.content_length
+        self.received = 0
+        self.held: list[bytes] = []  # the newest piece waits: the last one needs the digest
+
+    async def relay(self, worker: PieceWorker) -> AsyncIterator[bytes]:
         try:
-            async for piece, _ in response.content.iter_chunks():
+            async for piece, _ in self.response.content.iter_chunks():
                 if not piece:
                     continue
-                received += len(piece)
-                if size is not None and received > size:
-                    raise client.error(502, f"sent more than the {size} bytes announced")
-                await hasher.feed(piece)
-                if held:
-                    await deliver(held.pop())
-                held.append(piece)
+                self.received += len(piece)
+                if self.size is not None and self.received > self.size:
+                    raise self.client.error(502, f"sent more than the {self.size} bytes "
+                                            "announced")
+                await worker.feed(piece)
+                if self.held:
+                    await self.deliver(self.held.pop())
+                self.held.append(piece)
                 yield piece
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise client.error(None, f"blob transfer of {digest} failed after {received} "
-                               f"bytes ({type(exc).__name__}: {exc})") from None
+            raise self.client.error(None, f"blob transfer of {self.digest} failed after "
+                                    f"{self.received} bytes ({type(exc).__name__}: {exc})"
+                                    ) from None
 
-    try:
-        await blobs.create_upload(upload_id)
-        async with blobs.open_upload(upload_id) as writer:
-            written = await writer.write_at(0, relay())
-        if size is not None and written != size:
-            raise client.error(502, f"blob transfer of {digest} stopped at {written} of "
-                               f"{size} bytes")
-        if await hasher.hexdigest() != digest.hex:
-            raise client.error(502, f"sent bytes that do not match {digest}")
-        # Verified: the client gets the last piece and the end while the blob is fsynced
-        # (should that fail, nothing is stored and the next pull fetches again).
-        if held:
-            await deliver(held.pop())
-        await deliver(None)
-        await blobs.commit_upload(upload_id, written, str(digest))
+    def problem(self, actual: str) -> UpstreamError | None:
+        """Why the bytes received are not the blob, or None."""
+        if self.size is not None and self.received != self.size:
+            return self.client.error(502, f"blob transfer of {self.digest} stopped at "
+                                     f"{self.received} of {self.size} bytes")
+        if actual != self.digest.hex:
+            return self.client.error(502, f"sent bytes that do not match {self.digest}")
+        return None
+
+    async def finish(self) -> None:
+        """Verified: the client gets the last piece and the end."""
+        if self.held:
+            await self.deliver(self.held.pop())
+        await self.deliver(None)
+
+    async def direct(self, blobs: BlobStore) -> int:
+        worker = PieceWorker(self.digest.algorithm)
+        actual = ""
+
+        async def verified_pieces() -> AsyncIterator[bytes]:
+            nonlocal actual
+            async for piece in self.relay(worker):
+                yield piece
+            actual = await worker.result()
+
+        try:
+            written = await blobs.write_blob(str(self.digest), verified_pieces(),
+                                             lambda: self.problem(actual) is None)
+        except BlobUnverified:
+            raise self.problem(actual) or self.client.error(
+                502, f"{self.digest} did not verify") from None
+        finally:
+            worker.close()
+        await self.finish()
         return written
-    except BaseException:
-        hasher.close()
-        await blobs.delete_upload(upload_id)
-        raise
+
+    async def staged(self, blobs: BlobStore) -> int:
+        upload_id = str(uuid.uuid4())
+        worker: PieceWorker | None = None
+        try:
+            await blobs.create_upload(upload_id)
+            async with blobs.open_upload(upload_id) as writer:
+                # A local upload file (the filesystem store's writer has its descriptor) is
+                # written on the worker thread with the hash: the copy stays off the loop.
+                fd = getattr(writer, "fd", None)
+                worker = PieceWorker(self.digest.algorithm, fd if isinstance(fd, int) else None)
+                if isinstance(fd, int):
+                    async for _ in self.relay(worker):
+                        pass
+                else:
+                    await writer.write_at(0, self.relay(worker))
+                error = self.problem(await worker.result())
+            if error is not None:
+                raise error
+            # The blob is fsynced while the client receives the end (should that fail,
+            # nothing is stored and the next pull fetches again).
+            await self.finish()
+            await blobs.commit_upload(upload_id, self.received, str(self.digest),
+                                      writer.state)
+            return self.received
+        except BaseException:
+            if worker is not None:
+                worker.close()
+            await blobs.delete_upload(upload_id)
+            raise
 
 
 class Fetch:
