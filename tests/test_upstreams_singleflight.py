@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import sqlalchemy
 from conftest import RegistryProcess
 from dbfixtures import database_url, postgres_available
 from ecrhelpers import ecr_client
@@ -22,6 +23,8 @@ from prometheus_client.mmap_dict import MmapedDict
 from seaweed import SeaweedS3
 from test_upstreams_cache import hashlib_digest, upload_blob
 from upstreamhelpers import LoggedRegistry
+
+from cargohold.storage.fetch_locks import advisory_key
 
 pytestmark = pytest.mark.skipif(bool(os.environ.get("CARGOHOLD_TEST_REGISTRY_URL")),
                                 reason="starts its own registries")
@@ -101,6 +104,18 @@ def test_concurrent_pulls_of_one_blob_fetch_it_once_across_workers(
             break
     else:
         pytest.fail("every attempt's pulls went to one worker")
-    # The lock files are gone with their holders' releases.
-    locks = Path(f"{two_workers.data_dir / 'metadata.db'}.fetch-locks")
-    assert not locks.exists() or list(locks.iterdir()) == []
+    # Every lock was released: with SQLite, its file is gone with the release.
+    database = two_workers.env["CARGOHOLD_DATABASE_URL"]
+    if database.startswith("sqlite:///"):
+        locks = Path(database.removeprefix("sqlite:///") + ".fetch-locks")
+        assert locks.is_dir() and list(locks.iterdir()) == []
+    else:
+        key = advisory_key(f"upstream-fetch:{digest}")
+        engine = sqlalchemy.create_engine(database)
+        with engine.connect() as conn:
+            held = conn.execute(sqlalchemy.text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND "
+                "classid = :high AND objid = :low"),
+                {"high": (key >> 32) & 0xFFFFFFFF, "low": key & 0xFFFFFFFF}).scalar_one()
+        engine.dispose()
+        assert held == 0

@@ -280,30 +280,31 @@ class PullThroughCache:
         waited for the lock finds the blob stored, and only fetches when the holder failed."""
         lock = KeyLock(self.storage.database, f"upstream-fetch:{digest}")
         try:
-            while not await asyncio.to_thread(lock.try_acquire):
-                await asyncio.sleep(LOCK_POLL_SECONDS)
-            if await self.storage.blobs.locate(str(digest)) is not None:
-                fetch.ready.set_result(STORED)
-                return
-            response = await client.request("GET", f"/v2/{target.repository}/blobs/{digest}",
-                                            target.repository)
-        except BaseException as exc:
-            fetch.ready.set_exception(exc)
-            fetch.ready.exception()  # retrieved here: the leader may have gone
-            await asyncio.shield(asyncio.to_thread(lock.release))
-            raise
-        fetch.ready.set_result(response.content_length)
-        try:
-            written = await tee(self.storage.blobs, client, response, digest, fetch.offer)
-            await self._ensure_repository(repository)
-            await self.storage.db(self.storage.metadata.link_blob, repository, str(digest),
-                                  written, create=True)
-        except BaseException as exc:
-            await fetch.offer(exc if isinstance(exc, Exception)
-                              else ConnectionAbortedError("the upstream fetch was cancelled"))
-            raise
+            try:
+                while not await asyncio.to_thread(lock.try_acquire):
+                    await asyncio.sleep(LOCK_POLL_SECONDS)
+                if await self.storage.blobs.locate(str(digest)) is not None:
+                    fetch.ready.set_result(STORED)
+                    return
+                response = await client.request(
+                    "GET", f"/v2/{target.repository}/blobs/{digest}", target.repository)
+            except BaseException as exc:
+                fetch.ready.set_exception(exc)
+                fetch.ready.exception()  # retrieved here: the leader may have gone
+                raise
+            fetch.ready.set_result(response.content_length)
+            try:
+                written = await tee(self.storage.blobs, client, response, digest, fetch.offer)
+                await self._ensure_repository(repository)
+                await self.storage.db(self.storage.metadata.link_blob, repository,
+                                      str(digest), written, create=True)
+            except BaseException as exc:
+                await fetch.offer(exc if isinstance(exc, Exception)
+                                  else ConnectionAbortedError("the upstream fetch was cancelled"))
+                raise
+            finally:
+                response.release()
         finally:
-            response.release()
             await asyncio.shield(asyncio.to_thread(lock.release))
 
 
