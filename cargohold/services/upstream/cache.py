@@ -274,6 +274,12 @@ class PullThroughCache:
         if not task.cancelled() and task.exception() is not None:
             log.warning("upstream fetch of %s failed: %s", key, task.exception())
 
+    def _forget(self, repository: str, digest: Digest, fetch: Fetch) -> None:
+        """A failed fetch takes no new pulls (they start afresh), even while it winds down."""
+        key = (repository, str(digest))
+        if self._fetches.get(key) is fetch:
+            del self._fetches[key]
+
     async def _fetch_blob(self, client: UpstreamClient, target: CacheTarget, repository: str,
                           digest: Digest, fetch: Fetch) -> None:
         """Fetch under the digest's lock (single flight across workers and nodes): whoever
@@ -289,6 +295,7 @@ class PullThroughCache:
                 response = await client.request(
                     "GET", f"/v2/{target.repository}/blobs/{digest}", target.repository)
             except BaseException as exc:
+                self._forget(repository, digest, fetch)
                 fetch.ready.set_exception(exc)
                 fetch.ready.exception()  # retrieved here: the leader may have gone
                 raise
@@ -299,6 +306,7 @@ class PullThroughCache:
                 await self.storage.db(self.storage.metadata.link_blob, repository,
                                       str(digest), written, create=True)
             except BaseException as exc:
+                self._forget(repository, digest, fetch)
                 await fetch.offer(exc if isinstance(exc, Exception)
                                   else ConnectionAbortedError("the upstream fetch was cancelled"))
                 raise
