@@ -62,7 +62,8 @@ class KeyLock:
         with self.database.engine.connect() as conn:
             held = conn.execute(text(
                 "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND "
-                "classid = :classid AND objid = :objid AND objsubid = 1 AND granted)"),
+                "database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                "AND classid = :classid AND objid = :objid AND objsubid = 1 AND granted)"),
                 {"classid": classid, "objid": objid}).scalar_one()
         if held:
             return False
