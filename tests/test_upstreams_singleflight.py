@@ -1,7 +1,8 @@
-"""Single flight of the pull-through cache across worker processes: 16 concurrent pulls of one
-uncached 64 MiB blob through `cargohold serve --workers 2` cause exactly one upstream fetch,
-counted in the upstream's (the CNCF registry's) access log. With SQLite the workers meet on a
-per-digest `flock`, with PostgreSQL on an advisory lock."""
+"""Single flight of the pull-through cache across worker processes and nodes: 16 concurrent
+pulls of one uncached 64 MiB blob through `cargohold serve --workers 2`, or through two nodes
+sharing PostgreSQL and S3, cause exactly one upstream fetch, counted in the upstream's (the CNCF
+registry's) access log. With SQLite the workers meet on a per-digest `flock`, with PostgreSQL
+on an advisory lock."""
 
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ import sqlalchemy
 from conftest import RegistryProcess
 from dbfixtures import database_url, postgres_available
 from ecrhelpers import ecr_client
+from multinode import node_pair
 from prometheus_client.mmap_dict import MmapedDict
 from seaweed import SeaweedS3
 from test_upstreams_cache import hashlib_digest, upload_blob
+from test_upstreams_replication import eventually
 from upstreamhelpers import LoggedRegistry
 
 from cargohold.storage.fetch_locks import advisory_key
@@ -119,3 +122,33 @@ def test_concurrent_pulls_of_one_blob_fetch_it_once_across_workers(
                 {"high": (key >> 32) & 0xFFFFFFFF, "low": key & 0xFFFFFFFF}).scalar_one()
         engine.dispose()
         assert held == 0
+
+
+def test_concurrent_pulls_on_two_nodes_fetch_once(tmp_path: Path, seaweed_s3: SeaweedS3,
+                                                   upstream: LoggedRegistry) -> None:
+    """Half the pulls go to each node directly (no proxy choosing), so both must agree."""
+    with node_pair(tmp_path / "pair", seaweed_s3) as pair:
+        ecr_client(pair.a.url, *pair.a.admin_credentials).create_pull_through_cache_rule(
+            ecrRepositoryPrefix="cncf", upstreamRegistryUrl=upstream.url)
+        data = os.urandom(64 * 1024 * 1024)
+        digest = hashlib_digest(data)
+        repo = f"big/n-{uuid.uuid4().hex[:8]}"
+        upload_blob(upstream, repo, data)
+        del data
+        path = f"/v2/cncf/{repo}/blobs/{digest}"
+        # Node B reads rules every 2 s: wait until it knows this one (a HEAD, not a GET).
+        assert eventually(lambda: requests.head(pair.b.url + path, timeout=TIMEOUT)
+                          .status_code == 200, 30)
+
+        def pull(index: int) -> str:
+            node = (pair.a, pair.b)[index % 2]
+            hasher = hashlib.sha256()
+            with requests.get(node.url + path, stream=True, timeout=TIMEOUT) as response:
+                assert response.status_code == 200, response.text
+                for chunk in response.iter_content(1 << 20):
+                    hasher.update(chunk)
+            return "sha256:" + hasher.hexdigest()
+
+        with ThreadPoolExecutor(PULLS) as pool:
+            assert list(pool.map(pull, range(PULLS))) == [digest] * PULLS
+        assert upstream.count("GET", f"/v2/{repo}/blobs/{digest}") == 1
