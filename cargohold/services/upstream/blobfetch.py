@@ -25,8 +25,8 @@ from cargohold.services.upstream.client import UpstreamClient, UpstreamError
 from cargohold.storage.blobstore import BlobStore, BlobUnverified
 from cargohold.wire.digest import Digest
 
-BACKLOG = 32 << 20  # bytes received but not hashed (written) yet, before the receiver waits
-QUEUE_PIECES = 64  # pieces queued for the client (each at most a socket read)
+BACKLOG = 8 << 20  # bytes received but not hashed (written) yet, before the receiver waits
+QUEUE_PIECES = 32  # pieces queued for the client (each at most one socket read)
 
 Deliver = Callable[[bytes | BaseException | None], Awaitable[None]]
 
