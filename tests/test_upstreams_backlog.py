@@ -11,11 +11,10 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-import requests
 from conftest import RegistryProcess
-from ecrhelpers import OCI_MANIFEST, Artifact, descriptor, ecr_client, image
+from ecrhelpers import Artifact, ecr_client, image
 from pydantic import ValidationError
-from test_upstreams_mounts import cli
+from test_upstreams_mounts import cli, push_image
 from test_upstreams_replication import eventually, fetch
 from upstreamhelpers import LoggedRegistry
 
@@ -37,12 +36,7 @@ class Source:
 
     def push(self, repo: str) -> Artifact:
         artifact = image()
-        for blob in artifact.blobs:
-            requests.post(f"{self.server.url}/v2/{repo}/blobs/uploads/?digest="
-                          f"{descriptor('x/y', blob)['digest']}", data=blob, timeout=TIMEOUT)
-        assert requests.put(f"{self.server.url}/v2/{repo}/manifests/v1",
-                            data=artifact.manifest, headers={"Content-Type": OCI_MANIFEST},
-                            timeout=TIMEOUT).status_code == 201
+        push_image(self.server.url, repo, artifact)
         return artifact
 
     def status(self, repo: str) -> dict[str, str]:

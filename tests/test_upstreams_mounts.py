@@ -29,6 +29,16 @@ TIMEOUT = 60
 CNCF_ID, PRIVATE_ID = "444444444444", "555555555555"
 
 
+def push_image(url: str, repo: str, artifact: Artifact) -> None:
+    """Push `artifact` as `<repo>:v1` (its blobs by single-request uploads)."""
+    for blob in artifact.blobs:
+        requests.post(f"{url}/v2/{repo}/blobs/uploads/?digest="
+                      f"{descriptor('x/y', blob)['digest']}", data=blob, timeout=TIMEOUT)
+    assert requests.put(f"{url}/v2/{repo}/manifests/v1", data=artifact.manifest,
+                        headers={"Content-Type": OCI_MANIFEST}, timeout=TIMEOUT
+                        ).status_code == 201
+
+
 class Registries:
     def __init__(self, source: RegistryProcess, cncf: LoggedRegistry,
                  private: RegistryProcess) -> None:
@@ -39,12 +49,7 @@ class Registries:
         self.ecr = ecr_client(source.url, *source.admin_credentials)
 
     def push(self, repo: str, artifact: Artifact) -> None:
-        for blob in artifact.blobs:
-            requests.post(f"{self.source.url}/v2/{repo}/blobs/uploads/?digest="
-                          f"{descriptor('x/y', blob)['digest']}", data=blob, timeout=TIMEOUT)
-        assert requests.put(f"{self.source.url}/v2/{repo}/manifests/v1",
-                            data=artifact.manifest, headers={"Content-Type": OCI_MANIFEST},
-                            timeout=TIMEOUT).status_code == 201
+        push_image(self.source.url, repo, artifact)
 
     def replicated(self, repo: str) -> bool:
         result = self.ecr.describe_image_replication_status(repositoryName=repo,

@@ -27,7 +27,7 @@ from test_upstreams_cache import hashlib_digest, upload_blob
 from test_upstreams_replication import eventually
 from upstreamhelpers import LoggedRegistry
 
-from cargohold.storage.fetch_locks import advisory_key
+from cargohold.storage.exclusive import lock_key
 
 pytestmark = pytest.mark.skipif(bool(os.environ.get("CARGOHOLD_TEST_REGISTRY_URL")),
                                 reason="starts its own registries")
@@ -113,7 +113,7 @@ def test_concurrent_pulls_of_one_blob_fetch_it_once_across_workers(
         locks = Path(database.removeprefix("sqlite:///") + ".fetch-locks")
         assert locks.is_dir() and list(locks.iterdir()) == []
     else:
-        key = advisory_key(f"upstream-fetch:{digest}")
+        key = lock_key(f"upstream-fetch:{digest}")
         engine = sqlalchemy.create_engine(database)
         with engine.connect() as conn:
             held = conn.execute(sqlalchemy.text(

@@ -1,5 +1,10 @@
 """Per-key locks across worker processes and nodes: single flight of upstream blob fetches.
 
+Like `storage.exclusive` (whose advisory-lock keys it shares: keys here are named
+`upstream-fetch:<digest>`, apart from the job names), with two differences that per-digest
+locks need: the SQLite lock files are removed on release (one per digest would pile up), and
+the PostgreSQL lock is held on a connection outside the pool.
+
 The holder of `KeyLock(database, key)` does the work; everyone else polls `try_acquire` and,
 once it succeeds, finds the work done (or does it, if the holder failed). The lock dies with
 its holder, so a killed worker never leaves a digest locked:
@@ -26,14 +31,9 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import NullPool
 
 from cargohold.storage.database import Database
+from cargohold.storage.exclusive import lock_key
 
 _LOCK_ENGINES: dict[str, Engine] = {}
-
-
-def advisory_key(key: str) -> int:
-    """A stable signed 64-bit advisory-lock key (apart from the periodic jobs' keys)."""
-    return int.from_bytes(hashlib.sha256(b"cargohold-key:" + key.encode()).digest()[:8], "big",
-                          signed=True)
 
 
 class KeyLock:
@@ -57,7 +57,7 @@ class KeyLock:
         return self._try_flock(Path(f"{database_file}.fetch-locks"))
 
     def _try_advisory(self) -> bool:
-        number = advisory_key(self.key)
+        number = lock_key(self.key)
         classid, objid = (number >> 32) & 0xFFFFFFFF, number & 0xFFFFFFFF
         with self.database.engine.connect() as conn:
             held = conn.execute(text(
@@ -112,7 +112,7 @@ class KeyLock:
         try:
             with contextlib.suppress(Exception):
                 held.execute(text("SELECT pg_advisory_unlock(:key)"),
-                             {"key": advisory_key(self.key)})
+                             {"key": lock_key(self.key)})
                 held.commit()
         finally:
             held.close()
