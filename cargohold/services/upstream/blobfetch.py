@@ -12,6 +12,7 @@ wrong transfer stores nothing and the client's response is aborted rather than c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import threading
@@ -72,7 +73,8 @@ class PieceWorker:
             if self._fd is not None:
                 os.close(self._fd)
             outcome = self._error or self._hash.hexdigest()
-            self._loop.call_soon_threadsafe(_resolve, self._done, outcome)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (shutdown)
+                self._loop.call_soon_threadsafe(_resolve, self._done, outcome)
 
     def _work(self, piece: bytes) -> None:
         self._hash.update(piece)  # releases the GIL, as os.write does
