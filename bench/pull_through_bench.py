@@ -3,7 +3,9 @@ the upstream (the CNCF registry), and a cached pull against a normal pull from C
 
 One image = a manifest, a config and one LAYER_MIB layer (random, so every first pull is a
 real upstream fetch). Each figure is the median of RUNS whole-image pulls (manifest + blobs,
-streamed and discarded by one `requests` client). Writes a section into bench/RESULTS.md.
+streamed and discarded by one `requests` client), with the servers' CPU time per pull
+(utime + stime of every process of each server, from /proc): on a shared machine the CPU
+time is the steadier figure. Writes a section into bench/RESULTS.md.
 Not a test: nothing asserts timings.
 """
 
@@ -76,6 +78,22 @@ def push(base: str, repo: str, layer_mib: int) -> str:
     return repo
 
 
+def cpu_seconds(group: int) -> float:
+    """CPU time (user + system) of every live process in a process group."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def pull(base: str, repo: str) -> float:
     """Seconds to pull the whole image (manifest, then each blob, streamed)."""
     start = time.perf_counter()
@@ -92,10 +110,21 @@ def pull(base: str, repo: str) -> float:
     return time.perf_counter() - start
 
 
+def replace_section(text: str, section: str) -> str:
+    """`text` with this benchmark's section replaced (or appended); other sections stay."""
+    if SECTION not in text:
+        return text.rstrip("\n") + "\n\n" + section
+    start = text.index(SECTION)
+    following = [text.find(marker, start + len(SECTION)) for marker in ("\n## ", "\n<!--")]
+    end = min([i for i in following if i != -1], default=len(text))
+    return text[:start] + section.rstrip("\n") + "\n" + text[end:]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--layer-mib", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cargohold-ptc-bench-"))
@@ -117,7 +146,8 @@ def main() -> None:
         data_dir = work / "cargohold"
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "cargohold", "serve", "--host", "127.0.0.1", "--port",
-             str(ch_port), "--data-dir", str(data_dir), "--anonymous"],
+             str(ch_port), "--data-dir", str(data_dir), "--anonymous", "--workers",
+             str(args.workers)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
         cargohold = f"http://127.0.0.1:{ch_port}"
         wait(cargohold, procs[-1])
@@ -134,13 +164,23 @@ def main() -> None:
         repos = [push(upstream, f"bench/img{i}", args.layer_mib) for i in range(args.runs)]
         local = [push(cargohold, f"local/img{i}", args.layer_mib) for i in range(args.runs)]
         direct, first, cached, normal = [], [], [], []
+        cpu: dict[str, list[float]] = {name: [] for name in ("direct", "first", "cached",
+                                                              "normal")}
+        groups = [proc.pid for proc in procs]
+
+        def timed(kind: str, samples: list[float], base: str, repo: str) -> None:
+            before = [cpu_seconds(group) for group in groups]
+            samples.append(pull(base, repo))
+            cpu[kind].append(sum(cpu_seconds(group) - was
+                                 for group, was in zip(groups, before, strict=True)))
+
         for repo in repos:  # interleaved, so load changes on the shared machine hit all rows
-            direct.append(pull(upstream, repo))
-            first.append(pull(cargohold, f"up/{repo}"))
+            timed("direct", direct, upstream, repo)
+            timed("first", first, cargohold, f"up/{repo}")
         time.sleep(2)  # let the last cached blob's fsync finish
         for repo, pushed in zip(repos, local, strict=True):
-            normal.append(pull(cargohold, pushed))
-            cached.append(pull(cargohold, f"up/{repo}"))
+            timed("normal", normal, cargohold, pushed)
+            timed("cached", cached, cargohold, f"up/{repo}")
         load_after = os.getloadavg()
     finally:
         for proc in procs:
@@ -149,9 +189,10 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     mib = args.layer_mib
 
-    def row(label: str, samples: list[float]) -> str:
+    def row(label: str, samples: list[float], kind: str) -> str:
         median = statistics.median(samples)
-        return f"| {label} | {median * 1000:.0f} | {mib / median:.0f} |"
+        return (f"| {label} | {median * 1000:.0f} | {mib / median:.0f} | "
+                f"{statistics.median(cpu[kind]) * 1000:.0f} |")
 
     ratio_first = statistics.median(direct) / statistics.median(first)
     ratio_cached = statistics.median(normal) / statistics.median(cached)
@@ -159,23 +200,23 @@ def main() -> None:
         SECTION, "",
         f"`python bench/pull_through_bench.py --runs {args.runs} --layer-mib {mib}`: one image "
         f"(manifest, config, one random {mib} MiB layer) pulled whole by one client; median of "
-        f"{args.runs}. Cargohold: 1 worker, SQLite, filesystem; upstream: the CNCF registry "
-        "(filesystem). Load average before/after: "
+        f"{args.runs}. Cargohold: {args.workers} worker(s), SQLite, filesystem; upstream: the "
+        "CNCF registry (filesystem). Server CPU is the utime + stime of both servers' "
+        "processes during the pull (the upstream's alone for a direct pull). Load average "
+        "before/after: "
         f"{' '.join(f'{x:.2f}' for x in load_before)} / "
         f"{' '.join(f'{x:.2f}' for x in load_after)} on 2 shared cores (other developers' "
         "tests ran meanwhile, so the figures are noisy).", "",
-        "| pull | ms | MiB/s |", "|---|---|---|",
-        row("direct from the upstream (CNCF registry)", direct),
-        row("first pull through the cache (fetch + store + stream)", first),
-        row("cached pull through the cache", cached),
-        row("normal pull from Cargohold (pushed there)", normal), "",
+        "| pull | ms | MiB/s | server CPU ms |", "|---|---|---|---|",
+        row("direct from the upstream (CNCF registry)", direct, "direct"),
+        row("first pull through the cache (fetch + store + stream)", first, "first"),
+        row("cached pull through the cache", cached, "cached"),
+        row("normal pull from Cargohold (pushed there)", normal, "normal"), "",
         f"First pull through the cache vs direct: {ratio_first:.2f}x (target >= 0.8x); "
         f"cached pull vs normal pull: {ratio_cached:.2f}x (target 1x).", "",
     ]
-    text = args.results.read_text() if args.results.exists() else ""
-    if SECTION in text:
-        text = text[:text.index(SECTION)].rstrip("\n") + "\n"
-    args.results.write_text(text.rstrip("\n") + "\n\n" + "\n".join(lines))
+    args.results.write_text(replace_section(
+        args.results.read_text() if args.results.exists() else "", "\n".join(lines)))
     print("\n".join(lines))
 
 

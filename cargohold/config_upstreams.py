@@ -22,3 +22,9 @@ class UpstreamSettings(BaseModel):
     replication_retry_max: float = Field(
         default=300, gt=0, le=86400, description="Longest wait, in seconds, between retries "
         "of a replication that failed (the backoff doubles up to it).")
+    replication_max_age_hours: float = Field(
+        default=168, gt=0, le=87600, description="A replication still not done this many "
+        "hours after its push is given up (FAILED, with the reason).")
+    replication_max_backlog: int = Field(
+        default=100_000, ge=1, description="Replications kept waiting per destination; the "
+        "oldest beyond this are given up (FAILED, with the reason).")

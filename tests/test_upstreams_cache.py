@@ -15,7 +15,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -246,26 +245,6 @@ def test_a_failed_upstream_transfer_stores_nothing(cache: Cache, faulty: FaultyU
         if again.content != PAYLOAD:
             raise requests.exceptions.ContentDecodingError("incomplete again")
     assert faulty.gets == before + 2
-
-
-def test_concurrent_pulls_of_one_blob_fetch_it_once(cache: Cache,
-                                                    upstream: LoggedRegistry) -> None:
-    data = os.urandom(32 * 1024 * 1024)
-    digest = hashlib_digest(data)
-    repo = f"big/b-{uuid.uuid4().hex[:8]}"
-    upload_blob(upstream, repo, data)
-
-    def pull(_: int) -> str:
-        hasher = hashlib.sha256()
-        with cache.get(f"/v2/cncf/{repo}/blobs/{digest}", stream=True) as response:
-            assert response.status_code == 200, response.text
-            for chunk in response.iter_content(1 << 20):
-                hasher.update(chunk)
-        return "sha256:" + hasher.hexdigest()
-
-    with ThreadPoolExecutor(16) as pool:
-        assert list(pool.map(pull, range(16))) == [digest] * 16
-    assert upstream.count("GET", f"/v2/{repo}/blobs/{digest}") == 1
 
 
 def test_pushes_into_cache_repositories_are_refused_unless_the_rule_allows(

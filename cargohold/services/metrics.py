@@ -52,6 +52,10 @@ EVENTS_RECORDED = Counter("cargohold_events_recorded_total",
 EVENT_DELIVERIES = Counter("cargohold_event_deliveries_total",
                            "Event delivery attempts, by endpoint and result (delivered, "
                            "failed, expired, dropped).", ["endpoint", "result"])
+REPLICATIONS_ABANDONED = Counter("cargohold_replications_abandoned_total",
+                                 "Replications given up, by destination registryId and reason "
+                                 "(expired: too old; dropped: beyond the backlog bound).",
+                                 ["destination", "reason"])
 
 # Artifact kinds: a small, fixed vocabulary (label values must stay bounded).
 ARTIFACT_KINDS = ("image", "index", "helm", "opa", "sbom", "signature", "attestation", "other")

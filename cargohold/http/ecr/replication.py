@@ -10,7 +10,7 @@ from cargohold.http.ecr.backfill import BACKFILL_OPERATIONS
 from cargohold.http.ecr.protocol import Call, OperationSpec
 from cargohold.http.keys import MANIFESTS_KEY, REPOSITORIES_KEY
 from cargohold.http.v2.cache import REPLICATION_KEY
-from cargohold.services.upstream.replication import matches
+from cargohold.services.upstream.replication import abandoned_reason, matches
 from cargohold.wire.ecr import EcrError, invalid_parameter
 from cargohold.wire.errors import RegistryError
 
@@ -69,9 +69,13 @@ async def describe_image_replication_status(call: Call,
                 status["status"] = "IN_PROGRESS"
             elif state.status == "delivered":
                 status["status"] = "COMPLETE"
-            else:  # retrying after a failure (or given up): the last reason
+            elif state.status == "pending":  # retrying after a failure: the last reason
                 status["status"] = "FAILED"
                 status["failureCode"] = (state.last_error or state.status)[:200]
+            else:  # given up: over the age or backlog bound
+                status["status"] = "FAILED"
+                status["failureCode"] = abandoned_reason(
+                    state.status, state.last_error, service.storage.settings.upstreams)[:200]
             statuses.append(status)
     return {"repositoryName": name, "imageId": {**image_id, "imageDigest": record.digest},
             "replicationStatuses": statuses}

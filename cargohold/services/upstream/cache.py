@@ -3,21 +3,20 @@
 - Manifests: fetched on the first pull (the repository is created then), stored exactly as
   sent; a tag is re-checked upstream with a HEAD once per `ptc_tag_ttl`, and the cached copy
   is served when the upstream cannot be reached (stale if error). Digests are never re-checked.
-- Blobs: streamed to the first client while they are written to scratch space and hashed;
-  the digest is verified before the blob is committed, so a failed or truncated transfer
-  stores nothing (and the client never receives the last chunk). Concurrent pulls of the same
-  blob in one process share one upstream fetch (single flight); each worker process fetches
-  at most once.
+- Blobs: streamed to the first client while they are stored and hashed (`blobfetch`); the
+  digest is verified before the blob is committed, so a failed or truncated transfer stores
+  nothing (and the client never receives the last piece). Concurrent pulls of the same blob
+  cause one upstream fetch (single flight): in a process they share one transfer, and across
+  worker processes and nodes a per-digest lock (`storage.fetch_locks`) makes the others wait
+  and then serve the stored blob.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,9 +24,11 @@ from typing import Any
 import aiohttp
 
 from cargohold.services.storage import Storage
+from cargohold.services.upstream.blobfetch import STORED, Fetch, tee
 from cargohold.services.upstream.client import MANIFEST_ACCEPT, UpstreamClient, UpstreamError
 from cargohold.services.upstream.rules import CacheTarget, RuleService
 from cargohold.storage.ecr_settings import PULL_THROUGH_CACHE
+from cargohold.storage.fetch_locks import KeyLock
 from cargohold.storage.metadata import ManifestRecord, NewManifest, TagImmutable, now_us
 from cargohold.storage.repositories import RepositoryExists, RepositorySettings
 from cargohold.storage.upstreams import UpstreamStore
@@ -38,8 +39,8 @@ from cargohold.wire.manifest import OCI_INDEX, parse_manifest
 from cargohold.wire.names import TAG_PATTERN
 
 log = logging.getLogger(__name__)
-CHUNK = 1 << 20
-QUEUE_CHUNKS = 8
+LOCK_POLL_SECONDS = 0.05
+READ_BUFSIZE = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,35 +51,6 @@ class BlobStream:
     chunks: AsyncIterator[bytes] | None  # None: a HEAD
 
 
-class _Fetch:
-    """One upstream transfer of a blob, and the one client it streams to."""
-
-    def __init__(self) -> None:
-        self.ready: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self.queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(QUEUE_CHUNKS)
-        self.listening = True
-        self.task: asyncio.Task[None] | None = None
-
-    async def offer(self, item: bytes | BaseException | None) -> None:
-        if self.listening:
-            await self.queue.put(item)
-
-    async def listen(self) -> AsyncIterator[bytes]:
-        try:
-            while True:
-                item = await self.queue.get()
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            # The client is gone (or done): the transfer goes on, storing, without it.
-            self.listening = False
-            while not self.queue.empty():
-                self.queue.get_nowait()
-
-
 class PullThroughCache:
     def __init__(self, storage: Storage, rules: RuleService) -> None:
         self.storage = storage
@@ -86,7 +58,7 @@ class PullThroughCache:
         self.store = UpstreamStore(storage.database)
         self._session: aiohttp.ClientSession | None = None
         self._clients: dict[tuple[str, str | None, int | None], UpstreamClient] = {}
-        self._fetches: dict[tuple[str, str], _Fetch] = {}
+        self._fetches: dict[tuple[str, str], Fetch] = {}
 
     async def close(self) -> None:
         if self._session is not None:
@@ -109,8 +81,11 @@ class PullThroughCache:
                                                rule.credential_arn)
             if self._session is None:
                 settings = self.storage.settings.upstreams
+                # A large read buffer: the upstream keeps sending while a piece is written
+                # and passed on, instead of pausing every 128 KiB.
                 self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(
-                    total=None, connect=settings.connect_timeout, sock_read=settings.timeout))
+                    total=None, connect=settings.connect_timeout, sock_read=settings.timeout),
+                    read_bufsize=READ_BUFSIZE)
             client = UpstreamClient(self._session, target.base_url, credential)
             self._clients[key] = client
         return client
@@ -280,8 +255,8 @@ class PullThroughCache:
                 await asyncio.shield(fetch.task)
             except UpstreamError as exc:
                 raise exc.registry_error(ErrorCode.BLOB_UNKNOWN) from None
-            return None
-        fetch = _Fetch()
+            return await self.blob(repository, digest, head)  # stored now: served normally
+        fetch = Fetch()
         self._fetches[key] = fetch
         fetch.task = asyncio.get_running_loop().create_task(
             self._fetch_blob(client, target, repository, parsed, fetch))
@@ -290,85 +265,55 @@ class PullThroughCache:
             size = await asyncio.shield(fetch.ready)
         except UpstreamError as exc:
             raise exc.registry_error(ErrorCode.BLOB_UNKNOWN) from None
-        return BlobStream(size, fetch.listen())
+        if size is STORED:  # another worker or node fetched it while we waited
+            return await self.blob(repository, digest, head)
+        return BlobStream(size if isinstance(size, int) else None, fetch.listen())
 
     def _done(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
         self._fetches.pop(key, None)
         if not task.cancelled() and task.exception() is not None:
             log.warning("upstream fetch of %s failed: %s", key, task.exception())
 
+    def _forget(self, repository: str, digest: Digest, fetch: Fetch) -> None:
+        """A failed fetch takes no new pulls (they start afresh), even while it winds down."""
+        key = (repository, str(digest))
+        if self._fetches.get(key) is fetch:
+            del self._fetches[key]
+
     async def _fetch_blob(self, client: UpstreamClient, target: CacheTarget, repository: str,
-                          digest: Digest, fetch: _Fetch) -> None:
+                          digest: Digest, fetch: Fetch) -> None:
+        """Fetch under the digest's lock (single flight across workers and nodes): whoever
+        waited for the lock finds the blob stored, and only fetches when the holder failed."""
+        lock = KeyLock(self.storage.database, f"upstream-fetch:{digest}")
         try:
-            response = await client.request("GET", f"/v2/{target.repository}/blobs/{digest}",
-                                            target.repository)
-        except BaseException as exc:
-            fetch.ready.set_exception(exc)
-            fetch.ready.exception()  # retrieved here: the leader may have gone
-            raise
-        size = response.content_length
-        fetch.ready.set_result(size)
-        blobs = self.storage.blobs
-        upload_id = str(uuid.uuid4())
-        hasher = hashlib.new(digest.algorithm)
-        held: list[bytes] = []
-
-        async def pieces() -> AsyncIterator[bytes]:
-            """The body in CHUNK-sized pieces (fewer hops per byte)."""
-            buffer: list[bytes] = []
-            buffered = 0
-            async for piece in response.content.iter_any():
-                buffer.append(piece)
-                buffered += len(piece)
-                if buffered >= CHUNK:
-                    yield b"".join(buffer)
-                    buffer.clear()
-                    buffered = 0
-            if buffer:
-                yield b"".join(buffer)
-
-        async def relay() -> AsyncIterator[bytes]:
-            received = 0
             try:
-                async for chunk in pieces():
-                    received += len(chunk)
-                    if size is not None and received > size:
-                        raise client.error(502, f"sent more than the {size} bytes announced")
-                    # hashlib releases the GIL: the loop keeps receiving meanwhile.
-                    await asyncio.to_thread(hasher.update, chunk)
-                    if held:
-                        await fetch.offer(held.pop())
-                    held.append(chunk)  # the last chunk waits for the digest check
-                    yield chunk
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                raise client.error(None, f"blob transfer of {digest} failed after {received} "
-                                   f"bytes ({type(exc).__name__}: {exc})") from None
-
-        try:
-            await blobs.create_upload(upload_id)
-            async with blobs.open_upload(upload_id) as writer:
-                written = await writer.write_at(0, relay())
-            if size is not None and written != size:
-                raise client.error(502, f"blob transfer of {digest} stopped at {written} of "
-                                   f"{size} bytes")
-            if hasher.hexdigest() != digest.hex:
-                raise client.error(502, f"sent bytes that do not match {digest}")
-            # Verified: the client gets the last chunk and the end while the blob is fsynced
-            # and linked (should that fail, nothing is stored and the next pull fetches).
-            if held:
-                await fetch.offer(held.pop())
-            await fetch.offer(None)
-            await blobs.commit_upload(upload_id, written, str(digest))
-            await self._ensure_repository(repository)
-            await self.storage.db(self.storage.metadata.link_blob, repository, str(digest),
-                                  written, create=True)
-        except BaseException as exc:
-            await blobs.delete_upload(upload_id)
-            await fetch.offer(exc if isinstance(exc, Exception)
-                              else ConnectionAbortedError("the upstream fetch was cancelled"))
-            raise
+                while not await asyncio.to_thread(lock.try_acquire):
+                    await asyncio.sleep(LOCK_POLL_SECONDS)
+                if await self.storage.blobs.locate(str(digest)) is not None:
+                    fetch.ready.set_result(STORED)
+                    return
+                response = await client.request(
+                    "GET", f"/v2/{target.repository}/blobs/{digest}", target.repository)
+            except BaseException as exc:
+                self._forget(repository, digest, fetch)
+                fetch.ready.set_exception(exc)
+                fetch.ready.exception()  # retrieved here: the leader may have gone
+                raise
+            fetch.ready.set_result(response.content_length)
+            try:
+                written = await tee(self.storage.blobs, client, response, digest, fetch.offer)
+                await self._ensure_repository(repository)
+                await self.storage.db(self.storage.metadata.link_blob, repository,
+                                      str(digest), written, create=True)
+            except BaseException as exc:
+                self._forget(repository, digest, fetch)
+                await fetch.offer(exc if isinstance(exc, Exception)
+                                  else ConnectionAbortedError("the upstream fetch was cancelled"))
+                raise
+            finally:
+                response.release()
         finally:
-            response.release()
+            await asyncio.shield(asyncio.to_thread(lock.release))
 
 
 async def _read_limited(response: aiohttp.ClientResponse, limit: int,

@@ -58,6 +58,11 @@ class _Token:
     expires: float
 
 
+def _token_key(repository: str | None, also_pull: str | None) -> str:
+    """Tokens are cached per scope: the repository, plus a mount's source when there is one."""
+    return f"{repository or ''} {also_pull}" if also_pull else repository or ""
+
+
 class UpstreamClient:
     """Requests to one upstream registry with one (optional) credential."""
 
@@ -80,17 +85,18 @@ class UpstreamClient:
         return UpstreamError(self.base_url, status, message, retry_after)
 
     async def request(self, method: str, path: str, repository: str | None,
-                      headers: dict[str, str] | None = None,
-                      data: Any = None) -> aiohttp.ClientResponse:
+                      headers: dict[str, str] | None = None, data: Any = None,
+                      also_pull: str | None = None) -> aiohttp.ClientResponse:
         """Send a request, answering one auth challenge; the caller releases the response.
         Any status of 400 and above raises UpstreamError. `path` may be an absolute URL (an
-        upload's Location). A streamed `data` cannot be sent twice: authenticate first."""
-        scope = repository or ""
+        upload's Location). A streamed `data` cannot be sent twice: authenticate first.
+        `also_pull` names a second repository the token must let us pull (a mount's source)."""
+        scope = _token_key(repository, also_pull)
         response = await self._send(method, path, scope, headers, data)
         if response.status == 401:
             challenge = response.headers.get("WWW-Authenticate", "")
             response.release()
-            await self._authenticate(challenge, repository)
+            await self._authenticate(challenge, repository, also_pull)
             response = await self._send(method, path, scope, headers, data)
         if response.status >= 400:
             status = response.status
@@ -114,9 +120,10 @@ class UpstreamClient:
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise self.error(None, f"unreachable ({type(exc).__name__}: {exc})") from None
 
-    async def _authenticate(self, challenge: str, repository: str | None) -> None:
+    async def _authenticate(self, challenge: str, repository: str | None,
+                            also_pull: str | None = None) -> None:
         scheme = challenge.split(" ", 1)[0].lower()
-        scope = repository or ""
+        scope = _token_key(repository, also_pull)
         if scheme == "basic":
             basic = self._basic()
             if basic is None:
@@ -129,9 +136,11 @@ class UpstreamClient:
         realm = params.get("realm")
         if not realm:
             raise self.error(401, "sent a Bearer challenge without a realm")
-        query = {"service": params["service"]} if params.get("service") else {}
+        query = [("service", params["service"])] if params.get("service") else []
         if repository:
-            query["scope"] = f"repository:{repository}:{self.actions}"
+            query.append(("scope", f"repository:{repository}:{self.actions}"))
+        if also_pull:
+            query.append(("scope", f"repository:{also_pull}:pull"))
         try:
             async with self.session.get(realm, params=query, auth=self._basic()) as response:
                 if response.status != 200:

@@ -4,8 +4,9 @@ A push, tag or (when the rule asks) delete that matches a replication rule gets 
 delivery per destination (`replicate:<registryId>`), written in the same transaction as the
 change (the router below runs inside it). A background task on every node claims due
 deliveries with a lease (so one node works on each), copies the manifest with its blobs (HEAD
-first: blobs the destination has are skipped), child manifests and referrers, then the tag,
-and settles the delivery; a failure is retried with exponential backoff. Every step is
+first: blobs the destination has are skipped; a blob that another repository replicating to
+the same destination holds is mounted from there), child manifests and referrers, then the
+tag, and settles the delivery; a failure is retried with exponential backoff. Every step is
 idempotent, so a delivery interrupted by a crash is simply done again.
 
 Rules and destinations are cached in memory and re-read every second: a configuration change
@@ -20,16 +21,20 @@ import logging
 import random
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urlencode, urljoin
 
 import aiohttp
 
+from cargohold.config_upstreams import UpstreamSettings
+from cargohold.services import metrics
 from cargohold.services.storage import Storage
 from cargohold.services.upstream.client import UpstreamClient, UpstreamError
 from cargohold.services.upstream.rules import UpstreamCredential, upstream_base_url
 from cargohold.storage.events import Change, Claimed, Router, Settlement
 from cargohold.storage.metadata import now_us
+from cargohold.storage.mounts import repositories_holding
 from cargohold.storage.referrers import all_referrers
 from cargohold.storage.replication import CONSUMER_PREFIX, Destination, ReplicationStore
 from cargohold.wire.manifest import parse_manifest
@@ -39,6 +44,21 @@ LEASE_US = 120_000_000
 POLL_SECONDS = 0.5
 REFRESH_SECONDS = 1.0
 BATCH = 8
+MAINTAIN_SECONDS = 5.0  # how often the backlog bounds are applied
+MOUNT_CANDIDATES = 50  # holders of a blob looked at for a repository to mount it from
+
+
+def abandoned_reason(status: str, last_error: str | None, settings: UpstreamSettings) -> str:
+    """Why a replication was given up, for DescribeImageReplicationStatus."""
+    if status == "expired":
+        reason = (f"Expired: not replicated within {settings.replication_max_age_hours:g} "
+                  "hours (upstreams.replication_max_age_hours)")
+    elif status == "dropped":
+        reason = (f"Dropped: more than {settings.replication_max_backlog} replications were "
+                  "waiting for this destination (upstreams.replication_max_backlog)")
+    else:
+        reason = status
+    return f"{reason}; last error: {last_error}" if last_error else reason
 
 
 def matches(rule: dict[str, Any], repository: str) -> bool:
@@ -58,6 +78,7 @@ class ReplicationService:
         self._session: aiohttp.ClientSession | None = None
         self._clients: dict[str, tuple[Destination, UpstreamClient]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._maintained_at = -1e9
         base: Router | None = storage.outbox.router
 
         def route(change: Change) -> tuple[list[str], dict[str, Any]]:
@@ -110,6 +131,8 @@ class ReplicationService:
             try:
                 await self.refresh()
                 consumers = [CONSUMER_PREFIX + registry_id for registry_id in self.destinations]
+                if consumers and time.monotonic() - self._maintained_at >= MAINTAIN_SECONDS:
+                    await self._bound_backlogs(consumers)
                 if consumers:
                     claimed = await self.storage.db(self.storage.events.claim, consumers,
                                                     self._owner, now_us(), LEASE_US, BATCH)
@@ -120,6 +143,23 @@ class ReplicationService:
             if not claimed:
                 await asyncio.sleep(POLL_SECONDS)
 
+    async def _bound_backlogs(self, consumers: list[str]) -> None:
+        """Give up replications older than the age bound (expired) and the oldest beyond the
+        backlog bound of each destination (dropped): a destination that never returns must
+        not grow the outbox forever. The rest still replicate when it returns."""
+        self._maintained_at = time.monotonic()
+        settings = self.storage.settings.upstreams
+        now = now_us()
+        counts = await self.storage.db(
+            self.storage.events.expire, consumers,
+            now - int(settings.replication_max_age_hours * 3600e6),
+            settings.replication_max_backlog, now)
+        for (consumer, result), count in counts.items():
+            if count:
+                registry_id = consumer[len(CONSUMER_PREFIX):]
+                metrics.REPLICATIONS_ABANDONED.labels(registry_id, result).inc(count)
+                log.warning("%d replications to %s %s", count, registry_id, result)
+
     async def _deliver(self, delivery: Claimed) -> None:
         registry_id = delivery.consumer[len(CONSUMER_PREFIX):]
         events = self.storage.events
@@ -127,7 +167,7 @@ class ReplicationService:
             destination = self.destinations.get(registry_id)
             if destination is None:
                 raise LookupError(f"no replication destination {registry_id} is configured")
-            await self._replicate(self._client(destination), delivery.event.data)
+            await self._replicate(registry_id, self._client(destination), delivery.event.data)
         except Exception as exc:
             delay = min(self.retry_max, 2.0 ** delivery.attempts) * random.uniform(0.5, 1.0)
             reason = exc.message if isinstance(exc, UpstreamError) else f"{exc}"
@@ -161,7 +201,8 @@ class ReplicationService:
 
     # -- copying ----------------------------------------------------------------------------
 
-    async def _replicate(self, client: UpstreamClient, event: dict[str, Any]) -> None:
+    async def _replicate(self, registry_id: str, client: UpstreamClient,
+                         event: dict[str, Any]) -> None:
         repository, digest, tag = event["repository"], event["digest"], event.get("tag")
         if event["action"] == "delete":
             with contextlib.suppress(UpstreamError):  # gone already (or never there)
@@ -169,7 +210,7 @@ class ReplicationService:
                     "DELETE", f"/v2/{repository}/manifests/{tag or digest}", repository)
                 response.release()
             return
-        await self._copy_manifest(client, repository, digest, set())
+        await self._copy_manifest(_Target(registry_id, client), repository, digest, set())
         if tag:
             current = await self.storage.db(self.storage.metadata.get_manifest, repository,
                                             tag=tag)
@@ -177,8 +218,9 @@ class ReplicationService:
                 await self._put_manifest(client, repository, tag, current.content,
                                          current.media_type)
 
-    async def _copy_manifest(self, client: UpstreamClient, repository: str, digest: str,
+    async def _copy_manifest(self, target: _Target, repository: str, digest: str,
                              seen: set[str]) -> None:
+        client = target.client
         if digest in seen:
             return
         seen.add(digest)
@@ -189,14 +231,14 @@ class ReplicationService:
         if not await self._exists(client, f"/v2/{repository}/manifests/{digest}", repository):
             parsed = parse_manifest(record.content, record.media_type)
             for child in sorted(parsed.required_manifests()):
-                await self._copy_manifest(client, repository, child, seen)
+                await self._copy_manifest(target, repository, child, seen)
             for blob in sorted(parsed.required_blobs()):
-                await self._copy_blob(client, repository, blob)
+                await self._copy_blob(target, repository, blob)
             await self._put_manifest(client, repository, digest, record.content,
                                      record.media_type)
         for referrer in await self.storage.db(all_referrers, self.storage.database, repository,
                                               digest):
-            await self._copy_manifest(client, repository, referrer.digest, seen)
+            await self._copy_manifest(target, repository, referrer.digest, seen)
 
     async def _put_manifest(self, client: UpstreamClient, repository: str, reference: str,
                             content: bytes, media_type: str) -> None:
@@ -214,14 +256,29 @@ class ReplicationService:
         response.release()
         return True
 
-    async def _copy_blob(self, client: UpstreamClient, repository: str, digest: str) -> None:
+    async def _copy_blob(self, target: _Target, repository: str, digest: str) -> None:
+        """Skip a blob the destination has; else mount it from another repository we
+        replicated to that destination (201: done), else upload it (a refused mount's 202
+        is the upload session)."""
+        client = target.client
         if await self._exists(client, f"/v2/{repository}/blobs/{digest}", repository):
             return
         location = await self.storage.blobs.locate(digest)
         if location is None:
             raise LookupError(f"blob {digest} of {repository} has no bytes here")
-        started = await client.request("POST", f"/v2/{repository}/blobs/uploads/", repository)
-        started.release()
+        source = await self._mount_source(target.registry_id, repository, digest)
+        if source is not None:
+            started = await client.request(
+                "POST", f"/v2/{repository}/blobs/uploads/?"
+                + urlencode({"mount": digest, "from": source}), repository,
+                also_pull=source)
+            started.release()
+            if started.status == 201:
+                return
+        else:
+            started = await client.request("POST", f"/v2/{repository}/blobs/uploads/",
+                                           repository)
+            started.release()
         upload = urljoin(client.base_url + "/", started.headers.get("Location", ""))
         separator = "&" if "?" in upload else "?"
         response = await client.request(
@@ -230,3 +287,24 @@ class ReplicationService:
              "Content-Length": str(location.size)},
             self.storage.blobs.read(digest))
         response.release()
+
+    async def _mount_source(self, registry_id: str, repository: str,
+                            digest: str) -> str | None:
+        """Another repository here that holds the blob and replicates to this destination,
+        so that the destination probably holds the blob there already."""
+        holders = await self.storage.db(repositories_holding, self.storage.database, digest,
+                                        repository, MOUNT_CANDIDATES)
+        for holder in holders:
+            if any(matches(rule, holder) and any(d["registryId"] == registry_id
+                                                 for d in rule["destinations"])
+                   for rule in self.config.get("rules", [])):
+                return holder
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """The destination a delivery copies to."""
+
+    registry_id: str
+    client: UpstreamClient

@@ -1,0 +1,264 @@
+"""One upstream transfer of a blob, teed: each piece goes to the first client and into the blob
+store's upload as it arrives, and is hashed on a thread of its own meanwhile.
+
+Why this shape: the first pull through the cache should cost about what a direct pull costs.
+So nothing waits for the whole blob, pieces are passed on as aiohttp received them (no joins,
+no copies), and the hash (the one CPU-heavy step) and the write of a local upload file run on
+a thread beside the event loop instead of in front of it. The blob is committed only once the
+digest verifies; the client's last piece is held back until then, so a failed, truncated or
+wrong transfer stores nothing and the client's response is aborted rather than completed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import threading
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+
+from cargohold.services.upstream.client import UpstreamClient, UpstreamError
+from cargohold.storage.blobstore import BlobStore, BlobUnverified
+from cargohold.wire.digest import Digest
+
+BACKLOG = 8 << 20  # bytes received but not hashed (written) yet, before the receiver waits
+QUEUE_PIECES = 32  # pieces queued for the client (each at most one socket read)
+
+Deliver = Callable[[bytes | BaseException | None], Awaitable[None]]
+
+
+class PieceWorker:
+    """Hashes the pieces of a transfer on a thread of its own and, given a file descriptor,
+    writes them there too: `feed` hands a piece over without copying it and waits only when
+    the thread is more than BACKLOG bytes behind. The thread writes through its own duplicate
+    of the descriptor, so the caller may close its own at any time."""
+
+    def __init__(self, algorithm: str, fd: int | None = None) -> None:
+        self._hash = hashlib.new(algorithm)
+        self._fd = os.dup(fd) if fd is not None else None
+        self._pieces: deque[bytes | None] = deque()
+        self._ready = threading.Condition()
+        self._fed = 0
+        self._done_bytes = 0
+        self._closed = False
+        self._error: BaseException | None = None
+        self._loop = asyncio.get_running_loop()
+        self._done: asyncio.Future[str | BaseException] = self._loop.create_future()
+        self._thread = threading.Thread(target=self._run, name="upstream-fetch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._ready:
+                    while not self._pieces:
+                        self._ready.wait()
+                    piece = self._pieces.popleft()
+                if piece is None:
+                    break
+                if self._error is None and not self._closed:
+                    try:
+                        self._work(piece)
+                    except OSError as exc:  # a full disk: reported by `result`
+                        self._error = exc
+                with self._ready:
+                    self._done_bytes += len(piece)
+                    self._ready.notify_all()
+        finally:
+            if self._fd is not None:
+                os.close(self._fd)
+            outcome = self._error or self._hash.hexdigest()
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (shutdown)
+                self._loop.call_soon_threadsafe(_resolve, self._done, outcome)
+
+    def _work(self, piece: bytes) -> None:
+        self._hash.update(piece)  # releases the GIL, as os.write does
+        if self._fd is not None:
+            view = memoryview(piece)
+            while view:
+                view = view[os.write(self._fd, view):]
+
+    def _push(self, piece: bytes | None) -> None:
+        with self._ready:
+            self._pieces.append(piece)
+            self._ready.notify_all()
+
+    def _wait_below(self, limit: int) -> None:
+        with self._ready:
+            while self._fed - self._done_bytes > limit and not self._closed:
+                self._ready.wait()
+
+    async def feed(self, piece: bytes) -> None:
+        self._push(piece)
+        self._fed += len(piece)
+        if self._fed - self._done_bytes > BACKLOG:
+            await asyncio.to_thread(self._wait_below, BACKLOG // 2)
+
+    async def result(self) -> str:
+        """The hex digest, once every piece fed is hashed (and written)."""
+        self._push(None)
+        outcome = await self._done
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def close(self) -> None:
+        """Stop the thread (pieces not yet taken are skipped); the result is not wanted."""
+        with self._ready:
+            self._closed = True
+            self._pieces.clear()
+            self._pieces.append(None)
+            self._ready.notify_all()
+
+
+def _resolve(future: asyncio.Future[str | BaseException], value: str | BaseException) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+async def tee(blobs: BlobStore, client: UpstreamClient, response: aiohttp.ClientResponse,
+              digest: Digest, deliver: Deliver) -> int:
+    """Store the body of `response` as the blob `digest` while `deliver` passes each piece to
+    the client: None ends the client's body, an exception aborts it. Returns the size stored;
+    raises (storing nothing) when the transfer fails or the bytes do not match."""
+    transfer = _Tee(client, response, digest, deliver)
+    if blobs.prefers_direct_writes:  # S3: straight to the content address, no staging copy
+        return await transfer.direct(blobs)
+    return await transfer.staged(blobs)
+
+
+class _Tee:
+    def __init__(self, client: UpstreamClient, response: aiohttp.ClientResponse,
+                 digest: Digest, deliver: Deliver) -> None:
+        self.client = client
+        self.response = response
+        self.digest = digest
+        self.deliver = deliver
+        self.size = response.content_length
+        self.received = 0
+        self.held: list[bytes] = []  # the newest piece waits: the last one needs the digest
+
+    async def relay(self, worker: PieceWorker) -> AsyncIterator[bytes]:
+        try:
+            async for piece, _ in self.response.content.iter_chunks():
+                if not piece:
+                    continue
+                self.received += len(piece)
+                if self.size is not None and self.received > self.size:
+                    raise self.client.error(502, f"sent more than the {self.size} bytes "
+                                            "announced")
+                await worker.feed(piece)
+                if self.held:
+                    await self.deliver(self.held.pop())
+                self.held.append(piece)
+                yield piece
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise self.client.error(None, f"blob transfer of {self.digest} failed after "
+                                    f"{self.received} bytes ({type(exc).__name__}: {exc})"
+                                    ) from None
+
+    def problem(self, actual: str) -> UpstreamError | None:
+        """Why the bytes received are not the blob, or None."""
+        if self.size is not None and self.received != self.size:
+            return self.client.error(502, f"blob transfer of {self.digest} stopped at "
+                                     f"{self.received} of {self.size} bytes")
+        if actual != self.digest.hex:
+            return self.client.error(502, f"sent bytes that do not match {self.digest}")
+        return None
+
+    async def finish(self) -> None:
+        """Verified: the client gets the last piece and the end."""
+        if self.held:
+            await self.deliver(self.held.pop())
+        await self.deliver(None)
+
+    async def direct(self, blobs: BlobStore) -> int:
+        worker = PieceWorker(self.digest.algorithm)
+        actual = ""
+
+        async def verified_pieces() -> AsyncIterator[bytes]:
+            nonlocal actual
+            async for piece in self.relay(worker):
+                yield piece
+            actual = await worker.result()
+
+        try:
+            written = await blobs.write_blob(str(self.digest), verified_pieces(),
+                                             lambda: self.problem(actual) is None)
+        except BlobUnverified:
+            raise self.problem(actual) or self.client.error(
+                502, f"{self.digest} did not verify") from None
+        finally:
+            worker.close()
+        await self.finish()
+        return written
+
+    async def staged(self, blobs: BlobStore) -> int:
+        upload_id = str(uuid.uuid4())
+        worker: PieceWorker | None = None
+        try:
+            await blobs.create_upload(upload_id)
+            async with blobs.open_upload(upload_id) as writer:
+                # A local upload file (the filesystem store's writer has its descriptor) is
+                # written on the worker thread with the hash: the copy stays off the loop.
+                fd = getattr(writer, "fd", None)
+                worker = PieceWorker(self.digest.algorithm, fd if isinstance(fd, int) else None)
+                if isinstance(fd, int):
+                    async for _ in self.relay(worker):
+                        pass
+                else:
+                    await writer.write_at(0, self.relay(worker))
+                error = self.problem(await worker.result())
+            if error is not None:
+                raise error
+            # The blob is fsynced while the client receives the end (should that fail,
+            # nothing is stored and the next pull fetches again).
+            await self.finish()
+            await blobs.commit_upload(upload_id, self.received, str(self.digest),
+                                      writer.state)
+            return self.received
+        except BaseException:
+            if worker is not None:
+                worker.close()
+            await blobs.delete_upload(upload_id)
+            raise
+
+
+class Fetch:
+    """One upstream transfer of a blob, and the one client it streams to."""
+
+    def __init__(self) -> None:
+        # The upstream's announced size once it answers; STORED when the lock holder before
+        # us stored the blob meanwhile (the normal path serves it).
+        self.ready: asyncio.Future[int | object | None] = \
+            asyncio.get_running_loop().create_future()
+        self.queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(QUEUE_PIECES)
+        self.listening = True
+        self.task: asyncio.Task[None] | None = None
+
+    async def offer(self, item: bytes | BaseException | None) -> None:
+        if self.listening:
+            await self.queue.put(item)
+
+    async def listen(self) -> AsyncIterator[bytes]:
+        try:
+            while True:
+                item = await self.queue.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            # The client is gone (or done): the transfer goes on, storing, without it.
+            self.listening = False
+            while not self.queue.empty():
+                self.queue.get_nowait()
+
+
+STORED = object()
