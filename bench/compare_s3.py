@@ -283,6 +283,9 @@ def main() -> int:
                     lambda workdir, f=factory, b=bucket, r=redirect:
                         f(workdir, endpoint, secret, b, r),
                     rows, quick, args.memory_blob_mib, weed.pid))
+                # Every bucket takes volumes of its own: without this, SeaweedFS runs out of
+                # them after a dozen runs and refuses writes.
+                _drop_bucket(endpoint, secret, bucket)
     finally:
         os.killpg(weed.pid, signal.SIGTERM)
         weed.wait(timeout=30)
@@ -310,14 +313,34 @@ def start_weed_binary() -> str:
     return weed_binary()
 
 
-def _make_bucket(endpoint: str, secret: str, bucket: str) -> None:
+def _s3(endpoint: str, secret: str) -> Any:
     import botocore.session
     from botocore.config import Config
 
-    botocore.session.get_session().create_client(
+    return botocore.session.get_session().create_client(
         "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=S3_ACCESS_KEY,
-        aws_secret_access_key=secret, config=Config(s3={"addressing_style": "path"}),
-    ).create_bucket(Bucket=bucket)
+        aws_secret_access_key=secret, config=Config(s3={"addressing_style": "path"}))
+
+
+def _make_bucket(endpoint: str, secret: str, bucket: str) -> None:
+    _s3(endpoint, secret).create_bucket(Bucket=bucket)
+
+
+def _drop_bucket(endpoint: str, secret: str, bucket: str) -> None:
+    """Empty the bucket (objects and unfinished multipart uploads) and delete it."""
+    client = _s3(endpoint, secret)
+    try:
+        for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket):
+            for upload in page.get("Uploads", []):
+                client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"],
+                                              UploadId=upload["UploadId"])
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+        client.delete_bucket(Bucket=bucket)
+    except Exception as exc:
+        compare.log(f"could not drop bucket {bucket}: {exc}")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ READ_BUFFER = 1024 * 1024  # aiohttp reads ahead up to about twice this per resp
 URL_EXPIRY = 900
 _RETRY_STATUS = {500, 502, 503, 504}
 _RETRY_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable",
-                "Throttling", "ThrottlingException", "RequestTimeTooSkewed"}
+                "Throttling", "ThrottlingException"}
 _TRANSIENT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
 _XML_FIELD = re.compile(rb"<(Code|Message)>([^<]*)</\1>")
 
