@@ -258,6 +258,9 @@ class Ecr:
     def cli(self, *args: str, stdin: str | None = None,
             check: bool = True) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CARGOHOLD_"))}
+        # The server's own settings (a node of a pair: its PostgreSQL and blob store), as an
+        # operator on that host runs the command.
+        env.update(self.server.env)
         result = subprocess.run([sys.executable, "-m", "cargohold", *args, "--data-dir",
                                  str(self.data_dir)], input=stdin, capture_output=True,
                                 text=True, timeout=CLI_TIMEOUT, env=env, check=False)

@@ -37,6 +37,7 @@ class Front:
         self.port = free_port()
         self.nodes = nodes
         self.data_dir = nodes[0].data_dir  # the bootstrap administrator's credentials
+        self.env = nodes[0].env  # node A's settings, for the admin CLI on its host
         self.proc: subprocess.Popen[bytes] | None = start_nginx(
             root, f"127.0.0.1:{self.port}", [node.host for node in nodes])
 

@@ -122,7 +122,9 @@ class SeaweedS3:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(timeout=20)
+                # It takes about 15 s to stop once tests made many buckets; its data is
+                # scratch, so it is not waited for longer than a few seconds.
+                self.proc.wait(timeout=3)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()

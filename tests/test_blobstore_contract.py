@@ -55,10 +55,12 @@ def digest_of(data: bytes) -> str:
 
 
 async def write(store: BlobStore, upload_id: str, offset: int, data: bytes,
-                state: str | None) -> tuple[int, str | None]:
+                state: str | None, declared: bool = False) -> tuple[int, str | None]:
+    """One write; `declared`: with its length, as a request with a Content-Length."""
     async with store.open_upload(upload_id) as writer:
         writer.state = state
-        size = await writer.write_at(offset, chunks_of(data))
+        size = await writer.write_at(offset, chunks_of(data),
+                                     len(data) if declared else None)
         return size, writer.state
 
 
@@ -114,8 +116,10 @@ def test_list_blobs_names_every_committed_blob_and_nothing_else(store: BlobStore
     run(scenario)
 
 
-def test_chunks_of_any_size_make_one_blob(store: BlobStore) -> None:
-    """Small chunks (under S3's 5 MiB part minimum) and large ones, in one upload."""
+@pytest.mark.parametrize("declared", [False, True])
+def test_chunks_of_any_size_make_one_blob(store: BlobStore, declared: bool) -> None:
+    """Small chunks (under S3's 5 MiB part minimum) and large ones, in one upload, with
+    lengths declared or not."""
     sizes = [1, 3 * MiB, MIN_PART - 1, 2 * MiB, 11 * MiB + 3, 100, 6 * MiB]
     pieces = [os.urandom(n) for n in sizes]
     data = b"".join(pieces)
@@ -125,7 +129,7 @@ def test_chunks_of_any_size_make_one_blob(store: BlobStore) -> None:
         await store.create_upload(upload_id)
         offset, state = 0, None
         for piece in pieces:
-            offset, state = await write(store, upload_id, offset, piece, state)
+            offset, state = await write(store, upload_id, offset, piece, state, declared)
         assert offset == len(data)
         assert await collect(store.read_upload(upload_id, 0, offset, state)) == data
         await store.commit_upload(upload_id, offset, digest_of(data), state)
@@ -136,7 +140,10 @@ def test_chunks_of_any_size_make_one_blob(store: BlobStore) -> None:
     run(scenario)
 
 
-def test_failed_write_leaves_the_acknowledged_bytes(store: BlobStore) -> None:
+@pytest.mark.parametrize("declared", [None, 20 * MiB])
+def test_failed_write_leaves_the_acknowledged_bytes(store: BlobStore,
+                                                    declared: int | None) -> None:
+    """A write that fails midway, as a multipart upload (no length) or a streamed one."""
     first, second = os.urandom(MiB), os.urandom(2 * MiB)
 
     async def failing() -> AsyncIterator[bytes]:
@@ -150,7 +157,7 @@ def test_failed_write_leaves_the_acknowledged_bytes(store: BlobStore) -> None:
         async with store.open_upload(upload_id) as writer:
             writer.state = state
             with pytest.raises(ConnectionResetError):
-                await writer.write_at(size, failing())
+                await writer.write_at(size, failing(), declared)
         size, state = await write(store, upload_id, size, second, state)
         assert size == len(first + second)
         await store.commit_upload(upload_id, size, digest_of(first + second), state)
@@ -230,9 +237,13 @@ def test_presigned_url_serves_the_blob_without_credentials(store: BlobStore) -> 
     assert requests.get(tampered, timeout=30).status_code == 403
 
 
-@pytest.mark.parametrize("size", [1000, 9 * MiB + 1])  # one request / a multipart upload
-def test_direct_write_appears_only_when_verified(store: BlobStore, size: int) -> None:
+# One request, a multipart upload; then both with the length declared: streamed requests.
+@pytest.mark.parametrize(("size", "declared"), [(1000, False), (9 * MiB + 1, False),
+                                                (0, True), (1000, True), (9 * MiB + 1, True)])
+def test_direct_write_appears_only_when_verified(store: BlobStore, size: int,
+                                                 declared: bool) -> None:
     data = os.urandom(size)
+    length = size if declared else None
 
     async def failing() -> AsyncIterator[bytes]:
         yield data[: size // 2]
@@ -240,18 +251,20 @@ def test_direct_write_appears_only_when_verified(store: BlobStore, size: int) ->
 
     async def scenario() -> None:
         with pytest.raises(BlobUnverified):
-            await store.write_blob(digest_of(data), chunks_of(data), lambda: False)
+            await store.write_blob(digest_of(data), chunks_of(data), lambda: False, length)
         assert await store.locate(digest_of(data)) is None
-        with pytest.raises(ConnectionResetError):
-            await store.write_blob(digest_of(data), failing(), lambda: True)
-        assert await store.locate(digest_of(data)) is None
+        if size:
+            with pytest.raises(ConnectionResetError):
+                await store.write_blob(digest_of(data), failing(), lambda: True, length)
+            assert await store.locate(digest_of(data)) is None
         asked = []
 
         def verified() -> bool:
             asked.append(True)
             return True
 
-        assert await store.write_blob(digest_of(data), chunks_of(data), verified) == size
+        assert await store.write_blob(digest_of(data), chunks_of(data), verified,
+                                      length) == size
         assert asked == [True]
         assert await collect(store.read(digest_of(data))) == data
 

@@ -3,9 +3,11 @@ tag move at once, accepts the other's tokens, and survives the other's kill -9."
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
+import random
 import signal
 import threading
 import time
@@ -27,10 +29,17 @@ from ocihelpers import (
     random_bytes,
     sha256,
 )
+from retentionhelpers import run_gc
+from test_retention_gc_race import _push_with_retries as push_with_retries
+
+from cargohold.config import load_settings
+from cargohold.services.retention.gc import GarbageCollector
+from cargohold.services.storage import Storage
 
 pytestmark = pytest.mark.skipif(EXTERNAL, reason="drives private Cargohold servers")
 MiB = 1024 * 1024
 TIMEOUT = 60
+GC_PUSHERS, GC_ROUNDS = 2, 10
 
 
 @pytest.fixture(scope="module")
@@ -218,3 +227,66 @@ def test_tokens_and_passwords_from_a_work_on_b(seaweed_s3,
         assert resp.status_code == 200 and resp.content == data
         assert requests.get(f"{b}/v2/{repo}/blobs/{sha256(data)}",
                             timeout=TIMEOUT).status_code == 401
+
+
+def test_gc_on_a_while_b_accepts_pushes(seaweed_s3,
+                                        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Collections at grace 0 with node A's configuration, back to back, while pushers on node
+    B push images that share a layer and delete every other one: a push either wins or gets
+    MANIFEST_BLOB_UNKNOWN and pushes again; afterwards every kept image pulls whole from both
+    nodes, and what only deleted images used has left the bucket."""
+    with node_pair(tmp_path_factory.mktemp("gc-pair"), seaweed_s3) as pair:
+        base = pair.b.url
+        stats = {"created": 0, "retried": 0}
+        pushed: dict[tuple[str, str], dict[str, bytes]] = {}
+        all_blobs: set[str] = set()
+        errors: list[BaseException] = []
+
+        def pusher(index: int) -> None:
+            repo = f"gcpair/p{index}"
+            try:
+                for round_ in range(GC_ROUNDS):
+                    tag = f"r{round_}"
+                    blobs = push_with_retries(base, repo, tag, stats)
+                    all_blobs.update(blobs)
+                    pushed[(repo, tag)] = blobs
+                    if round_ % 2:  # deleted again: its blobs become garbage as others push
+                        digest = get_manifest(base, repo, tag).headers["Docker-Content-Digest"]
+                        assert requests.delete(f"{base}/v2/{repo}/manifests/{digest}",
+                                               timeout=TIMEOUT).status_code == 202
+                        del pushed[(repo, tag)]
+            except BaseException as exc:  # reported by the main thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=pusher, args=(i,)) for i in range(GC_PUSHERS)]
+        for thread in threads:
+            thread.start()
+        storage = Storage.from_settings(load_settings(
+            data_dir=pair.a.data_dir, database_url=pair.database_url,
+            secret_key=pair.a.env["CARGOHOLD_SECRET_KEY"],
+            blob_store=seaweed_s3.blob_store_settings(pair.bucket)))
+        collector, runs = GarbageCollector(storage), 0
+        try:
+            while any(thread.is_alive() for thread in threads):
+                if asyncio.run(collector.run(0)).ran:
+                    runs += 1
+                time.sleep(random.uniform(0, 0.05))  # leave pushes a chance to win too
+        finally:
+            storage.close()
+        for thread in threads:
+            thread.join()
+        assert not errors, errors
+        assert runs >= 1 and stats["created"] == GC_PUSHERS * GC_ROUNDS
+        # The command on A once more: nothing kept goes; what deleted images alone used does.
+        run_gc(pair.a.data_dir, "--grace", "0", env=pair.a.env)
+        for (repo, tag), blobs in pushed.items():
+            for node in (pair.a.url, pair.b.url):
+                assert get_manifest(node, repo, tag).status_code == 200
+                for digest, data in blobs.items():
+                    assert_blob(node, repo, digest, data)
+        kept = {digest for blobs in pushed.values() for digest in blobs}
+        pages = seaweed_s3.client().get_paginator("list_objects_v2").paginate(
+            Bucket=pair.bucket, Prefix="blobs/")
+        stored = {"sha256:" + item["Key"].rpartition("/")[2]
+                  for page in pages for item in page.get("Contents", [])}
+        assert stored == kept, (len(stored), len(kept), len(all_blobs))

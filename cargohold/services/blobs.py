@@ -327,7 +327,7 @@ class UploadService:
             try:
                 size = await self.storage.blobs.write_blob(
                     str(expected), _hashed(body, hasher, expected_length),
-                    lambda: hasher.hexdigest() == expected.hex)
+                    lambda: hasher.hexdigest() == expected.hex, expected_length)
             except _ChunkSizeMismatch:
                 raise _size_mismatch() from None
             except BlobUnverified:
@@ -352,7 +352,8 @@ class UploadService:
         hasher = resumed.hasher
         writer.state = resumed.scratch_state
         try:
-            new_size = await writer.write_at(size, _hashed(body, hasher, expected_length))
+            new_size = await writer.write_at(size, _hashed(body, hasher, expected_length),
+                                             expected_length)
         except UploadOffsetMismatch as exc:
             raise _range_error(upload_id, exc.current_size) from None
         except _ChunkSizeMismatch:

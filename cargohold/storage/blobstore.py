@@ -57,8 +57,12 @@ class BlobLocation:
 class UploadWriter(Protocol):
     """The one writer of an upload session, while it holds the session."""
 
-    async def write_at(self, offset: int, chunks: AsyncIterator[bytes]) -> int:
+    async def write_at(self, offset: int, chunks: AsyncIterator[bytes],
+                       length: int | None = None) -> int:
         """Write a chunk at `offset` (the acknowledged size) and return the new size.
+
+        `length`, when the caller knows it (a request's Content-Length), is the number of bytes
+        `chunks` carries, and the caller enforces it; S3 then streams the chunk on as it comes.
 
         Bytes past `offset`, left by a chunk that was interrupted (even by a crash), are
         discarded first; a chunk that fails midway is cut back off: all of it or nothing.
@@ -121,7 +125,7 @@ class BlobStore(Protocol):
     prefers_direct_writes: bool
 
     async def write_blob(self, digest: str, chunks: AsyncIterator[bytes],
-                         verified: Callable[[], bool]) -> int:
+                         verified: Callable[[], bool], length: int | None = None) -> int:
         """Stream a whole blob to its content address and return its size. `verified()` is
         asked after the last byte (the caller hashes them as they pass); the blob becomes
         visible only when it says True, else nothing is kept and BlobUnverified is raised."""

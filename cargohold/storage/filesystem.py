@@ -179,7 +179,7 @@ class FilesystemBlobStore:
     prefers_direct_writes = False
 
     async def write_blob(self, digest: str, chunks: AsyncIterator[bytes],
-                         verified: Callable[[], bool]) -> int:
+                         verified: Callable[[], bool], length: int | None = None) -> int:
         upload_id = str(uuid.uuid4())
         await self.create_upload(upload_id)
         try:
@@ -204,7 +204,8 @@ class _FileUploadWriter:
         self.fd = fd
         self.state: str | None = None  # the file is its own state
 
-    async def write_at(self, offset: int, chunks: AsyncIterator[bytes]) -> int:
+    async def write_at(self, offset: int, chunks: AsyncIterator[bytes],
+                       length: int | None = None) -> int:
         size = os.fstat(self.fd).st_size
         if size < offset:
             raise UploadOffsetMismatch(size)

@@ -5,8 +5,8 @@ Layout under the configured prefix:
     uploads/<id>/seg-<uuid>       the staging segments of an upload session
 
 Each write to an upload (a PATCH, an ECR UploadLayerPart, a final PUT's body) streams into one
-new staging segment, in constant memory: it is buffered one part (8 MiB) at a time into a
-multipart upload of its own (a single PUT when it is smaller). Segment keys are unique per
+new staging segment, in constant memory (storage/s3_writes.py: one streamed PutObject when the
+request declares its length, else a multipart upload of 8 MiB parts). Segment keys are unique per
 write, so two nodes racing on one session never overwrite each other's bytes: the database's
 compare-and-set of the acknowledged size picks the winner, and stores the winner's segment list
 (the scratch state, see blobstore.py) with it. Every segment but the last is at least S3's
@@ -16,6 +16,9 @@ compare-and-set of the acknowledged size picks the winner, and stores the winner
 Commit, after the caller verified the digest: one server-side CopyObject (a single segment) or a
 multipart upload of UploadPartCopy ranges (several), whose completion makes the blob appear at
 its content address atomically; then the staging objects are deleted.
+
+Bytes move on the event loop (storage/s3_transfer.py: aiohttp, with requests presigned locally
+by botocore); the control operations run botocore on a thread pool.
 """
 
 from __future__ import annotations
@@ -36,11 +39,12 @@ from botocore.exceptions import ClientError
 
 from cargohold.config import BlobStoreSettings
 from cargohold.storage.blobstore import BlobLocation, BlobUnverified, UploadMissing
+from cargohold.storage.s3_transfer import S3Transfer
+from cargohold.storage.s3_writes import write_object
 
-PART_SIZE = 8 * 1024 * 1024
 MIN_PART = 5 * 1024 * 1024
 COPY_PART_MAX = 4 * 1024 * 1024 * 1024  # UploadPartCopy takes at most 5 GiB per part
-READ_CHUNK = 1024 * 1024
+COPY_CONCURRENCY = 4
 _DIGEST = re.compile(r"^(sha256|sha512):([0-9a-f]{64}|[0-9a-f]{128})$")
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
 
@@ -87,6 +91,7 @@ class S3BlobStore:
         prefix = settings.prefix.strip("/")
         self.prefix = f"{prefix}/" if prefix else ""
         self.client = client if client is not None else make_client(settings)
+        self.transfer = S3Transfer(self.client, self.bucket)
         self.description = f"s3://{self.bucket}/{self.prefix}"
         # botocore is synchronous: its calls run on a pool of their own, off the event loop.
         self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="s3")
@@ -113,13 +118,12 @@ class S3BlobStore:
 
     async def locate(self, digest: str) -> BlobLocation | None:
         try:
-            head = await self._call(self.client.head_object, Bucket=self.bucket,
-                                    Key=self.blob_key(digest))
+            size = await self.transfer.size(self.blob_key(digest))
         except ClientError as exc:
             if _missing(exc):
                 return None
             raise
-        return BlobLocation(path=None, size=int(head["ContentLength"]))
+        return BlobLocation(path=None, size=size)
 
     def read(self, digest: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         return self._stream(self.blob_key(digest), start, end)
@@ -127,17 +131,8 @@ class S3BlobStore:
     async def _stream(self, key: str, start: int, end: int | None) -> AsyncIterator[bytes]:
         if end is not None and end <= start:
             return
-        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
-        if start or end is not None:
-            params["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
-        response = await self._call(self.client.get_object, **params)
-        body = response["Body"]
-        loop = asyncio.get_running_loop()
-        try:
-            while chunk := await loop.run_in_executor(self._pool, body.read, READ_CHUNK):
-                yield chunk
-        finally:
-            body.close()
+        async for chunk in self.transfer.get(key, start, end):
+            yield chunk
 
     async def delete(self, digest: str) -> None:
         await self._call(self.client.delete_object, Bucket=self.bucket, Key=self.blob_key(digest))
@@ -193,14 +188,27 @@ class S3BlobStore:
         created = await self._call(self.client.create_multipart_upload, Bucket=self.bucket,
                                    Key=target)
         mpu = created["UploadId"]
-        try:
-            parts = []
-            for number, (key, lo, hi) in enumerate(ranges, start=1):
+        # The copies are independent: a few at a time (the store copies in parallel too).
+        limit = asyncio.Semaphore(COPY_CONCURRENCY)
+
+        async def copy(number: int, key: str, lo: int, hi: int) -> dict[str, Any]:
+            async with limit:
                 copied = await self._call(
                     self.client.upload_part_copy, Bucket=self.bucket, Key=target, UploadId=mpu,
                     PartNumber=number, CopySource={"Bucket": self.bucket, "Key": key},
                     CopySourceRange=f"bytes={lo}-{hi - 1}")
-                parts.append({"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"]})
+            return {"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"]}
+
+        try:
+            copies = [asyncio.ensure_future(copy(number, *piece))
+                      for number, piece in enumerate(ranges, start=1)]
+            try:
+                parts = await asyncio.gather(*copies)
+            except BaseException:
+                for task in copies:
+                    task.cancel()
+                await asyncio.gather(*copies, return_exceptions=True)
+                raise
             await self._call(self.client.complete_multipart_upload, Bucket=self.bucket,
                              Key=target, UploadId=mpu, MultipartUpload={"Parts": parts})
         except BaseException:
@@ -279,71 +287,15 @@ class S3BlobStore:
     prefers_direct_writes = True
 
     async def write_blob(self, digest: str, chunks: AsyncIterator[bytes],
-                         verified: Callable[[], bool]) -> int:
+                         verified: Callable[[], bool], length: int | None = None) -> int:
         def check() -> None:
             if not verified():
                 raise BlobUnverified(digest)
 
-        return await self.write_segment(self.blob_key(digest), chunks, check)
-
-    async def write_segment(self, key: str, source: AsyncIterator[bytes],
-                            before_visible: Callable[[], None] | None = None) -> int:
-        """Stream `source` into one object, holding at most two parts in memory (one being
-        sent, one being filled), and return its size. All or nothing: the object appears
-        (PutObject, or the multipart completion) only after `before_visible()` returned."""
-        buffer = bytearray()
-        total, mpu, parts, sent = 0, None, [], 0
-        sending: asyncio.Future[dict[str, Any]] | None = None
-
-        async def upload_part(number: int, part: bytes) -> dict[str, Any]:
-            sent_part = await self._call(self.client.upload_part, Bucket=self.bucket, Key=key,
-                                         UploadId=mpu, PartNumber=number, Body=part)
-            return {"PartNumber": number, "ETag": sent_part["ETag"]}
-
-        async def send(part: bytes) -> None:
-            nonlocal mpu, sending, sent
-            if mpu is None:
-                created = await self._call(self.client.create_multipart_upload,
-                                           Bucket=self.bucket, Key=key)
-                mpu = created["UploadId"]
-            if sending is not None:
-                parts.append(await sending)
-            sent += 1
-            sending = asyncio.ensure_future(upload_part(sent, part))
-
-        try:
-            async for chunk in source:
-                buffer += chunk
-                total += len(chunk)
-                if len(buffer) >= PART_SIZE:
-                    part = bytes(buffer[:PART_SIZE])
-                    del buffer[:PART_SIZE]
-                    await send(part)
-            if mpu is None:
-                if before_visible is not None:
-                    before_visible()
-                await self._call(self.client.put_object, Bucket=self.bucket, Key=key,
-                                 Body=bytes(buffer))
-                return total
-            if buffer:
-                await send(bytes(buffer))
-            assert sending is not None
-            parts.append(await sending)
-            sending = None
-            if before_visible is not None:
-                before_visible()
-            await self._call(self.client.complete_multipart_upload, Bucket=self.bucket,
-                             Key=key, UploadId=mpu, MultipartUpload={"Parts": parts})
-        except BaseException:
-            if sending is not None:
-                with contextlib.suppress(BaseException):
-                    await asyncio.shield(sending)
-            if mpu is not None:
-                await asyncio.shield(self._abort(key, mpu))
-            raise
-        return total
+        return await write_object(self, self.blob_key(digest), chunks, check, length)
 
     def close(self) -> None:
+        self.transfer.close()
         self._pool.shutdown(wait=False)
 
 
@@ -370,7 +322,8 @@ class _S3UploadWriter:
         self.prefix = prefix
         self.state: str | None = None
 
-    async def write_at(self, offset: int, chunks: AsyncIterator[bytes]) -> int:
+    async def write_at(self, offset: int, chunks: AsyncIterator[bytes],
+                       length: int | None = None) -> int:
         segments = _segments(self.state)
         stored = sum(size for _, size in segments)
         if stored != offset:
@@ -387,7 +340,9 @@ class _S3UploadWriter:
                 yield chunk
 
         key = f"{self.prefix}seg-{uuid.uuid4().hex}"
-        written = await self.store.write_segment(key, source())
+        if length is not None and carried is not None:
+            length += carried[1]
+        written = await write_object(self.store, key, source(), length=length)
         if written:
             segments.append((key, written))
         self.state = _dump(segments)

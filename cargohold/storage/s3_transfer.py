@@ -1,0 +1,188 @@
+"""S3 data transfers on the event loop: botocore signs, aiohttp moves the bytes.
+
+Why: botocore is synchronous. Through it, every read of a blob was a hop to a thread and back,
+and the next read from S3 waited until the previous chunk had reached the client; a profile of
+a proxied pull showed the worker idle most of the time. Here each data request (GetObject,
+HeadObject, PutObject, UploadPart) goes to a URL that botocore presigns locally (SigV4 in the
+query string, payload unsigned): no extra round trip, the same credential chain and endpoint
+rules as every other call. aiohttp reads from S3 in the background with a large buffer while
+the previous chunk is written to the client, and uploads stream as the request body arrives.
+
+Control operations (multipart create/complete, copies, listings, deletes) stay on botocore:
+they are few per upload, and botocore parses their XML replies. Errors come back as
+botocore's ClientError with S3's error code, so callers handle both paths alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import re
+import ssl
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any
+
+import aiohttp
+import yarl
+from botocore.exceptions import ClientError
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 4  # as botocore's "standard" retry mode
+READ_CHUNK = 1024 * 1024
+READ_BUFFER = 1024 * 1024  # aiohttp reads ahead up to about twice this per response
+URL_EXPIRY = 900
+_RETRY_STATUS = {500, 502, 503, 504}
+_RETRY_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable",
+                "Throttling", "ThrottlingException"}
+_TRANSIENT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
+_XML_FIELD = re.compile(rb"<(Code|Message)>([^<]*)</\1>")
+
+
+class S3Transfer:
+    """Signed data requests to one bucket, over an aiohttp session of the running loop."""
+
+    def __init__(self, client: Any, bucket: str) -> None:
+        self.client = client
+        self.bucket = bucket
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def _url(self, operation: str, method: str, **params: Any) -> yarl.URL:
+        url = self.client.generate_presigned_url(
+            operation, Params={"Bucket": self.bucket, **params}, ExpiresIn=URL_EXPIRY,
+            HttpMethod=method)
+        return yarl.URL(url, encoded=True)
+
+    def _http(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._loop is not loop or self._session.closed:
+            if self._session is not None and self._session.connector is not None:
+                # A session belongs to one loop (tests run several in turn): let go of the
+                # old loop's connections without it.
+                self._session.connector._close()
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=64, ssl=_ssl_context()),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=120),
+                read_bufsize=READ_BUFFER, auto_decompress=False, trust_env=True)
+            self._loop = loop
+        return self._session
+
+    async def _request(self, operation: str, method: str, params: dict[str, Any],
+                       headers: dict[str, str] | None = None,
+                       data: bytes | AsyncIterable[bytes] | None = None
+                       ) -> aiohttp.ClientResponse:
+        """Send one request; retried on transient failures when its body can be sent again."""
+        attempts = MAX_ATTEMPTS if data is None or isinstance(data, bytes) else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                response = await self._http().request(
+                    method, self._url(operation, method, **params), headers=headers, data=data)
+            except _TRANSIENT:
+                if attempt == attempts:
+                    raise
+                await _backoff(attempt)
+                continue
+            if response.status < 300:
+                return response
+            error = await _client_error(response, operation)
+            response.release()
+            code = error.response["Error"]["Code"]
+            if attempt == attempts or (response.status not in _RETRY_STATUS
+                                       and code not in _RETRY_CODES):
+                raise error
+            await _backoff(attempt)
+        raise AssertionError("unreachable")
+
+    async def get(self, key: str, start: int, end: int | None) -> AsyncIterator[bytes]:
+        """Bytes [start, end) of an object. A connection lost mid-way is resumed from where
+        it stopped with a Range request, up to MAX_ATTEMPTS times."""
+        position, failures = start, 0
+        while True:
+            headers = None
+            if position or end is not None:
+                headers = {"Range": f"bytes={position}-{'' if end is None else end - 1}"}
+            response = await self._request("get_object", "GET", {"Key": key}, headers)
+            try:
+                async for chunk in response.content.iter_chunked(READ_CHUNK):
+                    position += len(chunk)
+                    yield chunk
+                return
+            except _TRANSIENT as exc:
+                if end is not None and position >= end:
+                    return
+                failures += 1
+                if failures >= MAX_ATTEMPTS:
+                    raise
+                log.warning("reading s3 object %s: %s; resuming at byte %d", key, exc,
+                            position)
+            finally:
+                response.release()
+
+    async def size(self, key: str) -> int:
+        """The object's size (HeadObject); ClientError 404 when it is absent."""
+        response = await self._request("head_object", "HEAD", {"Key": key})
+        response.release()
+        return int(response.headers["Content-Length"])
+
+    async def put(self, key: str, body: bytes | AsyncIterable[bytes], length: int) -> None:
+        """PutObject. A streamed body is sent once, with its Content-Length: a body that
+        fails or falls short ends the request, and S3 keeps nothing of it."""
+        response = await self._request("put_object", "PUT", {"Key": key},
+                                       {"Content-Length": str(length)}, body)
+        response.release()
+
+    async def upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> str:
+        """UploadPart; its ETag."""
+        response = await self._request(
+            "upload_part", "PUT", {"Key": key, "UploadId": upload_id, "PartNumber": number},
+            {"Content-Length": str(len(body))}, body)
+        response.release()
+        return response.headers["ETag"]
+
+    def close(self) -> None:
+        """Close the connections. Synchronous: the caller may be on the session's loop (a
+        server's shutdown), before it (a command), or after it closed (tests)."""
+        session, loop, self._session = self._session, self._loop, None
+        if session is None or session.closed:
+            return
+        if loop is not None and loop.is_running():
+            task = loop.create_task(session.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        elif loop is not None and not loop.is_closed():
+            loop.run_until_complete(session.close())
+        elif session.connector is not None:
+            # The loop is gone, and its transports with it: only mark the connector closed.
+            session.connector._close()
+
+
+async def _backoff(attempt: int) -> None:
+    await asyncio.sleep(random.uniform(0, min(2.0, 0.05 * 2 ** attempt)))
+
+
+async def _client_error(response: aiohttp.ClientResponse, operation: str) -> ClientError:
+    """S3's error reply as botocore would raise it (the code is the status for a HEAD)."""
+    fields: dict[bytes, bytes] = {}
+    if response.method != "HEAD":
+        with contextlib.suppress(*_TRANSIENT):
+            body = await response.content.read(64 * 1024)
+            fields = {name: value for name, value in _XML_FIELD.findall(body)}
+    code = fields.get(b"Code", b"").decode(errors="replace") or str(response.status)
+    message = fields.get(b"Message", b"").decode(errors="replace") or response.reason or ""
+    return ClientError({"Error": {"Code": code, "Message": message},
+                        "ResponseMetadata": {"HTTPStatusCode": response.status}},
+                       _OPERATION_NAMES.get(operation, operation))
+
+
+_OPERATION_NAMES = {"get_object": "GetObject", "head_object": "HeadObject",
+                    "put_object": "PutObject", "upload_part": "UploadPart"}
+
+
+def _ssl_context() -> ssl.SSLContext | bool:
+    """AWS_CA_BUNDLE's trust store when it is set, as botocore uses it; else the system's."""
+    bundle = os.environ.get("AWS_CA_BUNDLE")
+    return ssl.create_default_context(cafile=bundle) if bundle else True
