@@ -188,8 +188,9 @@ class _Tee:
             actual = await worker.result()
 
         try:
+            # The announced length lets S3 take the blob as one streamed PutObject.
             written = await blobs.write_blob(str(self.digest), verified_pieces(),
-                                             lambda: self.problem(actual) is None)
+                                             lambda: self.problem(actual) is None, self.size)
         except BlobUnverified:
             raise self.problem(actual) or self.client.error(
                 502, f"{self.digest} did not verify") from None
