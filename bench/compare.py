@@ -396,8 +396,8 @@ def table_rows(sizes: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("Server CPU per small blob pushed, row 5 (ms, utime+stime of the process tree)",
          "push_small", "server_cpu_ms_per_blob"),
         ("Server CPU per tag pushed, row 7 (ms)", "tags_list", "tagging_server_cpu_ms_per_tag"),
-        ("8. PSS per process after the 1 GiB push and pull (MiB; supervisor and workers)",
-         "memory", "pss_per_process"),
+        (f"8. PSS per process after the {mib(sizes['memory_blob'])} push and pull (MiB; "
+         "supervisor and workers)", "memory", "pss_per_process"),
     ]
 
 
