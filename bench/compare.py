@@ -10,9 +10,9 @@ Each server is started on a free 127.0.0.1 port with a fresh temporary data dire
 and stopped before the next one starts (so they never compete for CPU). Writes bench/results.json
 (raw) and bench/RESULTS.md (one row per metric, Cargohold | reference registry).
 
-Rows 1-8 run against an anonymous Cargohold (like the reference registry's config). The rows that
-need credentials (SECURE_ROWS: the Bearer-token manifest GET and ECR DescribeImages) run against
-a second, secure Cargohold, with the administrator's key from its data directory's
+Rows 1-8 and 11 run against an anonymous Cargohold (like the reference registry's config). The
+rows that need credentials (SECURE_ROWS: the Bearer-token manifest GET and ECR DescribeImages) run
+against a second, secure Cargohold, with the administrator's key from its data directory's
 `admin-credentials`; the reference registry has neither token auth nor the ECR API, so those rows
 say "n/a" there.
 """
@@ -388,6 +388,16 @@ def table_rows(sizes: dict[str, Any]) -> list[tuple[str, str, str]]:
          "describe_images", "first_last"),
         (f"10. (setup) manifest PUT rate, {sizes['ecr_push_concurrency']} connections "
          "(manifests/s)", "describe_images", "push_per_s"),
+        (f"11. Pull load: manifest and small blob GETs, "
+         f"{sizes.get('pull_load_connections', 200)} connections, "
+         f"{sizes.get('pull_load_seconds', 10)} s (requests/s)", "pull_load", "value"),
+        ("11. … latency p50 / p99", "pull_load", "latency"),
+        ("11. … non-2xx answers / socket errors and timeouts", "pull_load", "errors"),
+        ("Server CPU per small blob pushed, row 5 (ms, utime+stime of the process tree)",
+         "push_small", "server_cpu_ms_per_blob"),
+        ("Server CPU per tag pushed, row 7 (ms)", "tags_list", "tagging_server_cpu_ms_per_tag"),
+        (f"8. PSS per process after the {mib(sizes['memory_blob'])} push and pull (MiB; "
+         "supervisor and workers)", "memory", "pss_per_process"),
     ]
 
 
@@ -408,6 +418,12 @@ def cell(entry: dict[str, Any], row: str, fld: str) -> str:
         return f"{r.get('pages')} / {'yes' if r.get('server_honors_n') else 'no'}"
     if fld == "first_last":
         return f"{fmt(r.get('first_page_ms'), 2)} / {fmt(r.get('last_page_ms'), 2)}"
+    if fld == "errors":
+        return f"{r.get('non_2xx')} / {r.get('socket_errors')}"
+    if fld == "pss_per_process":
+        return " + ".join(fmt(x) for x in r.get("pss_per_process_mib") or []) or "-"
+    if fld.startswith(("server_cpu", "tagging_server_cpu")):
+        return fmt(r.get(fld), 2)
     if fld == "push_pull":
         return f"{fmt(r.get('peak_rss_push_mib'))} / {fmt(r.get('peak_rss_pull_mib'))}"
     if fld == "value" and row == "manifest_get" and r.get("non_2xx"):
@@ -520,7 +536,7 @@ def first_line(s: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
-    ap.add_argument("--only", help="rows to run (numbers 1-10 or names, comma-separated)")
+    ap.add_argument("--only", help="rows to run (numbers 1-11 or names, comma-separated)")
     ap.add_argument("--cargohold-url", help="use an already-running Cargohold")
     ap.add_argument("--cargohold-pid", type=int, help="its PID (memory row)")
     ap.add_argument("--cargohold-aws-credentials", type=Path, metavar="FILE",

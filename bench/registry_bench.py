@@ -16,6 +16,9 @@ Prints one JSON object on stdout; progress goes to stderr. Rows (names or number
     8 memory            server RSS (process tree) while a 1 GiB blob is pushed then pulled, MiB
     9 manifest_get_bearer  row 6 with a Bearer token from the registry's token endpoint, req/s
    10 describe_images   ECR DescribeImages over a repository of 10,000 images (boto3), ms
+   11 pull_load         manifest and small blob GETs in turn at 200 connections: req/s, p99, errors
+
+With --pid, each row also reports the server's CPU time (user + system, its whole process tree).
 
 Rows 9 and 10 need credentials (--user, or --aws-credentials: an AWS shared-credentials file whose
 key signs ECR API requests and, as Basic auth, every /v2 request). Row 9 applies to registries
@@ -25,7 +28,7 @@ SigV4); elsewhere they report "n/a".
 MB is 10**6 bytes. Blob content is pseudo-random and generated in pieces from one shared 8 MiB
 buffer: no blob is ever held whole in memory, and every blob is distinct (its digest is computed
 in a first, untimed pass). Only the standard library is used, plus aiohttp for the row 6 fallback
-and boto3 for row 10.
+and row 11, and boto3 for row 10.
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ ROWS = [
     "memory",
     "manifest_get_bearer",
     "describe_images",
+    "pull_load",
 ]
 
 
@@ -106,6 +110,9 @@ class Sizes:
     ecr_page: int
     ecr_push_concurrency: int
     ecr_reps: int
+    pull_load_connections: int = 200
+    pull_load_seconds: int = 10
+    pull_load_blobs: int = 20
 
 
 FULL = Sizes(
@@ -121,6 +128,7 @@ QUICK = Sizes(
     small_concurrency=4, manifest_connections=64, manifest_seconds=2, tags=200,
     tag_page=50, tag_concurrency=4, list_reps=2, memory_blob=64 * MiB,
     ecr_images=500, ecr_page=100, ecr_push_concurrency=4, ecr_reps=2,
+    pull_load_seconds=2,
 )
 
 
@@ -499,6 +507,23 @@ def _status_kib(pid: int, field_name: str, path: str = "status") -> int:
     return 0
 
 
+def _cpu_ticks(pid: int) -> int:
+    """utime + stime of one process (clock ticks), 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by a process tree: the server's share of a row,
+    less sensitive to the other load on the machine than its throughput. Workers are long-lived,
+    so a before/after difference covers them."""
+    return sum(_cpu_ticks(p) for p in process_tree(pid)) / os.sysconf("SC_CLK_TCK")
+
+
 class RssSampler(threading.Thread):
     """Samples RSS (and PSS) summed over a process tree every `interval` seconds."""
 
@@ -563,6 +588,15 @@ class Bench:
         self.pid = pid
         self.run_id = uuid.uuid4().hex[:10]
         self._pull_blob: tuple[str, BlobSource] | None = None
+
+    def server_cpu(self) -> float | None:
+        return tree_cpu_seconds(self.pid) if self.pid else None
+
+    def cpu_per_op(self, before: float | None, ops: int) -> float | None:
+        """Server CPU milliseconds per operation since `before` (None without --pid)."""
+        if before is None or not ops:
+            return None
+        return rnd((tree_cpu_seconds(self.pid or 0) - before) * 1000 / ops, 3)
 
     def repo(self, row: str) -> str:
         return f"bench/r{self.run_id}/{row.replace('_', '-')}"
@@ -681,16 +715,18 @@ class Bench:
                 self.reg.push_bytes(c, repo, data)
             return len(blobs[idx::workers])
 
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), self.server_cpu()
         with ThreadPoolExecutor(max_workers=workers) as pool:
             done = sum(pool.map(worker, range(workers), timeout=HTTP_TIMEOUT))
         t = time.perf_counter() - t0
+        cpu = self.cpu_per_op(cpu0, done)
         # spot-check a few
         for data in blobs[:: max(1, len(blobs) // 10)]:
             self.reg.check_blob(conns[0], repo, sha256_digest(data), len(data))
         return {"unit": "blobs/s", "value": rnd(done / t), "blobs": done,
                 "bytes_total": sum(map(len, blobs)), "connections": workers,
-                "seconds": rnd(t, 3), "method": "POST + PUT ?digest= per blob"}
+                "seconds": rnd(t, 3), "method": "POST + PUT ?digest= per blob",
+                "server_cpu_ms_per_blob": cpu}
 
     # 6
     def manifest_get(self) -> dict[str, Any]:
@@ -701,9 +737,11 @@ class Bench:
         r = expect(c.request("GET", target, {"Accept": OCI_MANIFEST}), (200,), "GET manifest")
         if r.body != manifest:
             raise BenchError("manifest GET returned different bytes")
+        cpu0 = self.server_cpu()
         out = self._manifest_load(self.reg.url + target, self.reg.auth)
         out.update(manifest_bytes=len(manifest),
-                   auth="Basic" if self.reg.auth else "none")
+                   auth="Basic" if self.reg.auth else "none",
+                   server_cpu_ms_per_request=self.cpu_per_op(cpu0, out.get("requests") or 0))
         return out
 
     def _manifest_load(self, url: str, auth: str | None) -> dict[str, Any]:
@@ -908,32 +946,35 @@ class Bench:
             out["warning"] = f"{non2xx_n} non-2xx responses were counted in requests/s"
         return out
 
-    async def _aiohttp_load(self, url: str, conns: int, seconds: int,
+    async def _aiohttp_load(self, url: str | list[str], conns: int, seconds: int,
                             auth: str | None) -> dict[str, Any]:
+        """`conns` connections GET `url` (a list: each connection walks it round-robin, from
+        its own starting point) for `seconds`, after one warm-up request each."""
         import aiohttp
 
         headers = {"Accept": OCI_MANIFEST}
         if auth:
             headers["Authorization"] = auth
+        urls = [url] if isinstance(url, str) else url
         counts = {"ok": 0, "bad": 0, "errors": 0}
         lat: list[float] = []
         timeout = aiohttp.ClientTimeout(total=10)
         connector = aiohttp.TCPConnector(limit=conns)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            async def warm() -> None:
-                async with session.get(url, headers=headers) as r:
+            async def warm(k: int) -> None:
+                async with session.get(urls[k % len(urls)], headers=headers) as r:
                     await r.read()
 
-            await asyncio.gather(*(warm() for _ in range(conns)))
+            await asyncio.gather(*(warm(k) for k in range(conns)))
             deadline = time.perf_counter() + seconds
 
-            async def worker() -> None:
-                for _ in range(10_000_000):
+            async def worker(k: int) -> None:
+                for i in range(k, k + 10_000_000):
                     if time.perf_counter() >= deadline:
                         return
                     t0 = time.perf_counter()
                     try:
-                        async with session.get(url, headers=headers) as r:
+                        async with session.get(urls[i % len(urls)], headers=headers) as r:
                             await r.read()
                             counts["ok" if r.status == 200 else "bad"] += 1
                     except (TimeoutError, aiohttp.ClientError):
@@ -941,7 +982,7 @@ class Bench:
                     lat.append(time.perf_counter() - t0)
 
             t0 = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(conns)))
+            await asyncio.gather(*(worker(k) for k in range(conns)))
             elapsed = time.perf_counter() - t0
         lat.sort()
 
@@ -952,6 +993,30 @@ class Bench:
                 "requests": counts["ok"] + counts["bad"], "non_2xx": counts["bad"],
                 "socket_errors": counts["errors"], "latency_p50": pct(0.5),
                 "latency_p90": pct(0.9), "latency_p99": pct(0.99)}
+
+    # 11
+    def pull_load(self) -> dict[str, Any]:
+        """Issue 12's "200-connection pull load": a small image's manifest (by tag) and small
+        blobs, GET in turn over 200 connections; requests/s, latency percentiles, errors."""
+        s = self.sizes
+        repo = self.repo("pull_load")
+        c = self.reg.conn()
+        self.reg.push_image(c, repo, "latest")
+        urls = [f"{self.reg.url}/v2/{repo}/manifests/latest"]
+        for _ in range(s.pull_load_blobs):
+            digest = self.reg.push_bytes(c, repo, os.urandom(random.randint(1 * KiB, 16 * KiB)))
+            # Half manifest GETs, half blob GETs.
+            urls += [f"{self.reg.url}/v2/{repo}/blobs/{digest}", urls[0]]
+        urls.pop()
+        log(f"pull load: {s.pull_load_connections} connections, {s.pull_load_seconds} s, "
+            f"manifest and {s.pull_load_blobs} blobs in turn")
+        cpu0 = self.server_cpu()
+        out = asyncio.run(self._aiohttp_load(urls, s.pull_load_connections,
+                                             s.pull_load_seconds, self.reg.auth))
+        out.update(unit="requests/s", connections=s.pull_load_connections,
+                   seconds=s.pull_load_seconds, mix="manifest by tag, small blobs (1-16 KiB)",
+                   server_cpu_ms_per_request=self.cpu_per_op(cpu0, out["requests"]))
+        return out
 
     # 7
     def tags_list(self) -> dict[str, Any]:
@@ -969,10 +1034,11 @@ class Bench:
                 self.reg.put_manifest(conns[idx], repo, tag, manifest)
             return len(tags[idx::workers])
 
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), self.server_cpu()
         with ThreadPoolExecutor(max_workers=workers) as pool:
             sum(pool.map(tagger, range(workers), timeout=HTTP_TIMEOUT))
         tag_secs = time.perf_counter() - t0
+        tag_cpu = self.cpu_per_op(cpu0, len(tags))
         target = f"/v2/{repo}/tags/list"
 
         full_ms = []
@@ -1023,6 +1089,7 @@ class Bench:
             "page_size": s.tag_page, "pages": pages, "server_honors_n": honors_n,
             "paginated_in_order": in_order,
             "tagging_per_s": rnd(s.tags / tag_secs), "tagging_connections": workers,
+            "tagging_server_cpu_ms_per_tag": tag_cpu,
         }
 
     # 8
@@ -1057,7 +1124,11 @@ class Bench:
             raise BenchError(f"pulled {n} bytes, expected {src.size}")
         rss = {k: rnd(v / 1024) for k, v in sampler.peak_rss.items()}
         pss = {k: rnd(v / 1024) for k, v in sampler.peak_pss.items()}
+        # Issue 12 counts memory per worker: each process's PSS now (after the big transfers).
+        per_process = sorted(rnd(_status_kib(p, "Pss:", "smaps_rollup") / 1024)
+                             for p in process_tree(self.pid)) if sampler.has_pss else None
         return {
+            "pss_per_process_mib": per_process,
             "unit": "MiB", "blob_bytes": src.size,
             "baseline_rss_mib": rss.get("baseline"),
             "peak_rss_mib": max(rss.get("push", 0), rss.get("pull", 0)),
@@ -1166,12 +1237,16 @@ def main(argv: list[str] | None = None) -> int:
     for name in rows:
         log(f"== {name}")
         t0 = time.perf_counter()
+        cpu0 = tree_cpu_seconds(args.pid) if args.pid else None
         try:
             out = getattr(bench, name)()
         except Exception as exc:  # one failing row must not hide the others
             log(f"{name} failed: {exc!r}")
             out = {"error": f"{type(exc).__name__}: {exc}"[:500]}
         out["row_seconds"] = rnd(time.perf_counter() - t0, 2)
+        if cpu0 is not None:
+            # Server CPU over the whole row, set-up and checks included.
+            out["server_cpu_s"] = rnd(tree_cpu_seconds(args.pid) - cpu0, 2)
         result["rows"][name] = out
     result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     json.dump(result, sys.stdout, indent=2)

@@ -21,6 +21,11 @@ RATIO_ROWS: list[tuple[str, str, str, float | None, bool]] = [
     ("tags pushed, manifest PUTs (tags/s)", "tags_list", "tagging_per_s", 3.0, True),
     ("manifest GET, 64 connections (req/s)", "manifest_get", "value", 5.0, True),
     ("manifest GET p99 (ms)", "manifest_get", "latency_p99", None, False),
+    ("server CPU per small blob (ms)", "push_small", "server_cpu_ms_per_blob", None, False),
+    ("server CPU per tag PUT (ms)", "tags_list", "tagging_server_cpu_ms_per_tag", None, False),
+    ("200-connection pull load (req/s)", "pull_load", "value", None, True),
+    ("200-connection pull load p99 (ms; target ≤ 100 ms, 0 errors)", "pull_load",
+     "latency_p99", None, False),
     ("peak RSS, 1 GiB push+pull (MiB, whole tree)", "memory", "peak_rss_mib", None, False),
     ("peak PSS, 1 GiB push+pull (MiB, whole tree)", "memory", "peak_pss_mib", None, False),
 ]
@@ -76,8 +81,15 @@ def render_ratios(rounds: list[dict[str, Any]]) -> str:
             if bench:
                 loads.append(f"round {i + 1} {name}: {bench.get('loadavg_before')} → "
                              f"{bench.get('loadavg_after')}")
-    lines += ["", "Load average (1/5/15 min) before → after each run: " + "; ".join(loads) + ".",
-              "", "The issue's 200-connection pull-load row (p99) is not in the benchmark yet."]
+    lines += ["", "Load average (1/5/15 min) before → after each run: " + "; ".join(loads) + "."]
+    for i, regs in enumerate(rounds):
+        for name in ("cargohold", "reference"):
+            load = regs.get(name, {}).get("bench", {}).get("rows", {}).get("pull_load")
+            if load and "error" not in load:
+                lines.append(f"- Round {i + 1}, {name}, 200-connection pull load: p99 "
+                             f"{load.get('latency_p99')}, {load.get('non_2xx')} non-2xx, "
+                             f"{load.get('socket_errors')} socket errors or timeouts "
+                             "(issue 12: p99 ≤ 100 ms, 0 errors).")
     return "\n".join(lines) + "\n"
 
 

@@ -6,11 +6,13 @@ URLs carry signatures there), and no header values: secrets never reach a log li
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -66,6 +68,24 @@ async def add_request_id(request: web.Request, response: web.StreamResponse) -> 
         response.headers[REQUEST_ID_HEADER] = request_id
 
 
+@dataclass(frozen=True, slots=True)
+class _Counted:
+    requests: Any
+    latency: Any
+    received: Any
+    sent: Any
+
+
+@functools.lru_cache(maxsize=4096)
+def _children(route: str, method: str, status: str) -> _Counted:
+    """The metric children of one (route template, method, status): `labels()` costs more
+    than the increment, and the combinations are few (bounded by the route table)."""
+    return _Counted(metrics.HTTP_REQUESTS.labels(route, method, status),
+                    metrics.HTTP_LATENCY.labels(route, method, status),
+                    metrics.HTTP_RECEIVED_BYTES.labels(route),
+                    metrics.HTTP_SENT_BYTES.labels(route))
+
+
 class AccessLogger(AbstractAccessLogger):
     """Called by aiohttp once a response is sent: counts the request in the metrics and, when
     `access_log` is on, writes one line (text or JSON)."""
@@ -79,12 +99,13 @@ class AccessLogger(AbstractAccessLogger):
         status = str(response.status)
         received = request.content.total_bytes if request.body_exists else 0
         sent = response.body_length
-        metrics.HTTP_REQUESTS.labels(route, request.method, status).inc()
-        metrics.HTTP_LATENCY.labels(route, request.method, status).observe(time)
+        counted = _children(route, request.method, status)
+        counted.requests.inc()
+        counted.latency.observe(time)
         if received:
-            metrics.HTTP_RECEIVED_BYTES.labels(route).inc(received)
+            counted.received.inc(received)
         if sent:
-            metrics.HTTP_SENT_BYTES.labels(route).inc(sent)
+            counted.sent.inc(sent)
         storage = request.app.get(STORAGE_KEY) if hasattr(request, "app") else None
         if storage is None or not storage.settings.access_log:
             return

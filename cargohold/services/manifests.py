@@ -79,7 +79,7 @@ class ManifestService:
                            for where, kind, d in parsed.declared_references()),
         )
         try:
-            outcome = await self.storage.db(self.storage.metadata.put_manifest, repository,
+            outcome = await self.storage.write(self.storage.metadata.put_manifest, repository,
                                             manifest, list(dict.fromkeys(tag_names)),
                                             create=self.storage.settings.create_on_push)
         except TagImmutable as exc:

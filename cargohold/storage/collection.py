@@ -17,6 +17,7 @@ from sqlalchemy import (
     Connection,
     Table,
     and_,
+    bindparam,
     delete,
     exists,
     func,
@@ -40,6 +41,7 @@ from cargohold.storage.schema import (
     upload_sessions,
 )
 from cargohold.storage.schema_retention import blob_pins, blob_tombstones
+from cargohold.storage.sql import Prepared, Tx
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,20 @@ def _subject_missing() -> ColumnElement[bool]:
     return and_(manifests.c.subject_digest.is_not(None), not_(exists().where(
         _SUBJECT.c.repository_id == manifests.c.repository_id,
         _SUBJECT.c.digest == manifests.c.subject_digest)))
+
+
+_PIN_DIGEST_LOCK = Prepared(select(func.pg_advisory_xact_lock(
+    bindparam("space"), func.hashtext(bindparam("digest")))))
+_PIN_BLOB_ROW_LOCK = Prepared(select(blobs.c.digest).where(blobs.c.digest == bindparam("digest"))
+                              .with_for_update(read=True))
+_PIN_TOMBSTONE = Prepared(select(blob_tombstones.c.digest).where(
+    blob_tombstones.c.digest == bindparam("digest")))
+_PIN = Prepared(lambda upsert: upsert(blob_pins).from_select(
+    ["upload_id", "digest", "pinned_at"],
+    select(upload_sessions.c.id, bindparam("digest", type_=blob_pins.c.digest.type),
+           bindparam("now", type_=blob_pins.c.pinned_at.type))
+    .where(upload_sessions.c.id == bindparam("upload_id")),
+).on_conflict_do_update(index_elements=["upload_id"], set_={"digest": bindparam("digest")}))
 
 
 class CollectionStore:
@@ -210,20 +226,22 @@ class CollectionStore:
 
     def pin_blob(self, upload_id: str, digest: str) -> bool:
         """Protect `digest` for the rest of upload `upload_id`; False while collection is
-        still deleting an older copy of those bytes (the caller waits and tries again)."""
-        with self.database.write() as conn:
-            self._lock_digest(conn, digest)
-            self._lock_rows(conn, blobs, blobs.c.digest == digest, share=True)
-            if conn.execute(select(blob_tombstones.c.digest).where(
-                    blob_tombstones.c.digest == digest)).first() is not None:
+        still deleting an older copy of those bytes (the caller waits and tries again).
+        Every upload runs it: on the fast path (sql.py)."""
+        params = {"upload_id": upload_id, "digest": digest, "now": now_us(),
+                  "space": DIGEST_LOCK_SPACE}
+
+        def unit(tx: Tx) -> bool:
+            if self._lock:  # as _lock_digest and _lock_rows(blobs, share=True)
+                tx.execute(_PIN_DIGEST_LOCK, params)
+                tx.execute(_PIN_BLOB_ROW_LOCK, params)
+            if tx.one(_PIN_TOMBSTONE, params) is not None:
                 return False
-            if conn.execute(select(upload_sessions.c.id).where(
-                    upload_sessions.c.id == upload_id)).first() is None:
-                return True  # the session is gone: completing it will fail anyway
-            conn.execute(self._insert(blob_pins).values(
-                upload_id=upload_id, digest=digest, pinned_at=now_us(),
-            ).on_conflict_do_update(index_elements=["upload_id"], set_={"digest": digest}))
+            # Pinned only while the session exists (when it is gone, completing it will fail
+            # anyway): the pin's foreign key needs it.
+            tx.execute(_PIN, params)
             return True
+        return self.database.transaction(unit)
 
     def _lock_digest(self, conn: Connection, digest: str) -> None:
         """Serialise pins and orphan claims of one digest when no row exists to lock yet."""

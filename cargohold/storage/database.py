@@ -7,20 +7,44 @@ construct (`insert(...).on_conflict_do_*`), which both engines support.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
+from cargohold.storage.sql import (
+    NeedsConnection,
+    Prepared,
+    Tx,
+    raw_read,
+    raw_transaction,
+    tx_of,
+)
+
 MIGRATIONS = Path(__file__).with_name("migrations")
+T = TypeVar("T")
+# SQLite writers take the write lock up front (no deadlocking lock upgrades).
+BEGIN_IMMEDIATE = Prepared(text("BEGIN IMMEDIATE"))
+# Set while a write is tried on the event loop's own thread (`Database.inline`).
+_ON_LOOP: ContextVar[bool] = ContextVar("cargohold_write_on_loop", default=False)
+# Set while a read runs on the event loop's own thread (`Database.inline_read`).
+_READ_ON_LOOP: ContextVar[bool] = ContextVar("cargohold_read_on_loop", default=False)
+
+
+class WouldBlock(Exception):
+    """A write tried on the event loop (`Database.inline`) would have to wait, or needs more
+    than the fast path: run it on a thread instead."""
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -61,6 +85,10 @@ class Database:
         self._write_lock: AbstractContextManager[object] = (
             nullcontext() if is_postgres else threading.Lock())
         self.insert: Callable[[Table], Any] = postgresql.insert if is_postgres else sqlite.insert
+        self._begin = None if is_postgres else BEGIN_IMMEDIATE
+        self.sqlite = not is_postgres
+        self._loop_connection: Any = None  # SQLite: the connection of writes on the loop
+        self._loop_reader: Any = None  # SQLite: the connection of reads on the loop
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (idempotent; safe at every start)."""
@@ -80,6 +108,10 @@ class Database:
             engine.dispose()
 
     def dispose(self) -> None:
+        for held in (self._loop_connection, self._loop_reader):
+            if held is not None:
+                held.close()
+        self._loop_connection = self._loop_reader = None
         self.engine.dispose()
 
     def check(self) -> None:
@@ -93,6 +125,8 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
+        if _ON_LOOP.get():
+            raise WouldBlock
         # SQLite has one writer at a time: queue this process's writers on a lock rather than
         # in SQLite's busy handler, whose back-off sleeps would stall every writer.
         with self._write_lock, self.engine.connect() as conn:
@@ -102,3 +136,85 @@ class Database:
                     yield conn
             finally:
                 conn.info.pop("write", None)
+
+    def transaction(self, unit: Callable[[Tx], T]) -> T:
+        """Run `unit` in one write transaction on the fast path (sql.py); if it needs a full
+        SQLAlchemy Connection (`Tx.sa`), it is rolled back and run again in `write()`. So
+        `unit` must do nothing outside the database before it could ask for one."""
+        if _ON_LOOP.get():
+            return self._on_loop(unit)
+        try:
+            with self._write_lock, raw_transaction(self.engine, self._begin) as tx:
+                return unit(tx)
+        except NeedsConnection:
+            pass
+        with self.write() as conn:
+            return unit(tx_of(conn))
+
+    @contextmanager
+    def fast_read(self) -> Iterator[Tx]:
+        """A read on the fast path: `Prepared` statements only. On the event loop (see
+        `inline_read`) it uses the loop's own connection: no pool check-out and check-in."""
+        if _READ_ON_LOOP.get():
+            if self._loop_reader is None:
+                self._loop_reader = self.engine.raw_connection()  # held for the process's life
+            yield Tx(self._loop_reader.dbapi_connection, self.engine.dialect)
+            return
+        with raw_read(self.engine) as tx:
+            yield tx
+
+    def inline_read(self, call: Callable[[], T]) -> T:
+        """Run `call` (a store read) right here, on the event loop: SQLite only, where a WAL
+        reader never waits for a writer (the caller checks `sqlite`)."""
+        token = _READ_ON_LOOP.set(True)
+        try:
+            return call()
+        finally:
+            _READ_ON_LOOP.reset(token)
+
+    def inline(self, call: Callable[[], T]) -> T:
+        """Run `call` (a store method making one write transaction, nothing else) right here,
+        on the event loop, if that costs no wait: SQLite only, with this process's write lock
+        free and the database not locked by another process (no busy wait: the connection
+        used has a zero busy timeout). Raises WouldBlock, having changed nothing, otherwise:
+        the caller runs it on a thread. A short transaction costs less than the two thread
+        hand-offs around it (bench/PROFILE.md)."""
+        if not self.sqlite:
+            raise WouldBlock
+        token = _ON_LOOP.set(True)
+        try:
+            return call()
+        finally:
+            _ON_LOOP.reset(token)
+
+    def _on_loop(self, unit: Callable[[Tx], T]) -> T:
+        if not self._write_lock.acquire(blocking=False):
+            raise WouldBlock
+        try:
+            if self._loop_connection is None:
+                # Held for the process's life; set up by the pool like the others.
+                self._loop_connection = self.engine.raw_connection()
+                self._loop_connection.dbapi_connection.execute("PRAGMA busy_timeout=0")
+            conn = self._loop_connection.dbapi_connection
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:
+                raise WouldBlock from None  # another process writes right now
+            try:
+                result = unit(Tx(conn, self.engine.dialect))
+                conn.commit()
+            except BaseException as exc:
+                conn.rollback()
+                if isinstance(exc, NeedsConnection) or (
+                        isinstance(exc, OperationalError) and _busy(exc.orig)) or (
+                        isinstance(exc, sqlite3.OperationalError) and _busy(exc)):
+                    raise WouldBlock from None
+                raise
+            return result
+        finally:
+            self._write_lock.release()
+
+
+def _busy(error: BaseException | None) -> bool:
+    return isinstance(error, sqlite3.OperationalError) and (
+        "locked" in str(error) or "busy" in str(error))

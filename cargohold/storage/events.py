@@ -10,12 +10,24 @@ from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from cargohold.storage.database import Database
 from cargohold.storage.schema import blobs, manifests, repositories
 from cargohold.storage.schema_events import outbox_deliveries as deliveries
 from cargohold.storage.schema_events import outbox_events as events
+from cargohold.storage.sql import Prepared, Tx, tx_of
 
 REGISTRY_TOPIC = "registry"
 
@@ -71,6 +83,18 @@ class Settlement:
     error: str | None = None
 
 
+# Every manifest push writes these: compiled once (sql.py).
+_INSERT_EVENT = Prepared(insert(events).values(
+    event_id=bindparam("event_id"), topic=REGISTRY_TOPIC, action=bindparam("action"),
+    repository=bindparam("repository"), digest=bindparam("digest"), tag=bindparam("tag"),
+    media_type=bindparam("media_type"), payload=bindparam("payload"),
+    created_at=bindparam("now"),
+).returning(events.c.id))
+_INSERT_DELIVERY = Prepared(insert(deliveries).values(
+    event_row=bindparam("event_row"), consumer=bindparam("consumer"), status="pending",
+    attempts=0, next_attempt_at=bindparam("now"), updated_at=bindparam("now")))
+
+
 class Outbox:
     """Writes events in the caller's transaction. `router` is installed by the services layer;
     without it events are still recorded (for `cargohold events list`) with no deliveries."""
@@ -79,7 +103,8 @@ class Outbox:
         self.router: Router | None = None
         self.recorded: Callable[[str], None] | None = None
 
-    def record(self, conn: Connection, changes: Sequence[Change], now: int) -> None:
+    def record(self, conn: Connection | Tx, changes: Sequence[Change], now: int) -> None:
+        tx = tx_of(conn)
         cause = DELETE_CAUSE.get()
         for change in changes:
             if change.action == "delete" and cause != "delete":
@@ -88,16 +113,12 @@ class Outbox:
             context = change.context or context  # recorded later, off its request (pulls)
             event_id = str(uuid.uuid4())
             data = {**asdict(change), "id": event_id, "at": now, "context": context}
-            row = conn.execute(insert(events).values(
-                event_id=event_id, topic=REGISTRY_TOPIC, action=change.action,
-                repository=change.repository, digest=change.digest, tag=change.tag,
-                media_type=change.media_type, payload=json.dumps(data), created_at=now,
-            ).returning(events.c.id)).scalar_one()
-            if consumers:
-                conn.execute(insert(deliveries), [
-                    {"event_row": row, "consumer": consumer, "status": "pending",
-                     "attempts": 0, "next_attempt_at": now, "updated_at": now}
-                    for consumer in consumers])
+            row = tx.scalar(_INSERT_EVENT, {
+                "event_id": event_id, "action": change.action,
+                "repository": change.repository, "digest": change.digest, "tag": change.tag,
+                "media_type": change.media_type, "payload": json.dumps(data), "now": now})
+            tx.many(_INSERT_DELIVERY, [{"event_row": row, "consumer": consumer, "now": now}
+                                       for consumer in consumers])
             if self.recorded is not None:
                 self.recorded(change.action)
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import fcntl
 import os
 import re
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -26,6 +28,29 @@ from cargohold.storage.blobstore import (
 
 READ_CHUNK = 1024 * 1024
 _DIGEST = re.compile(r"^(sha256|sha512):([0-9a-f]{64}|[0-9a-f]{128})$")
+
+
+def _writeback_starter() -> Callable[[int, int, int], None] | None:
+    """Linux's sync_file_range(SYNC_FILE_RANGE_WRITE): start writing a range to disk without
+    waiting. None where it is not available (then the final fsync does all the work)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        call = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    call.restype = ctypes.c_int
+
+    def start(fd: int, offset: int, length: int) -> None:
+        call(fd, offset, length, SYNC_FILE_RANGE_WRITE)  # advisory: a failure changes nothing
+    return start
+
+
+SYNC_FILE_RANGE_WRITE = 2
+# A large upload's bytes start going to disk every WRITEBACK_EVERY bytes while it streams in,
+# so the fsync that publishes it finds little left to write (256 MiB: 190 ms → 12 ms here).
+WRITEBACK_EVERY = 8 * 1024 * 1024
+_start_writeback = _writeback_starter() if sys.platform.startswith("linux") else None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -212,7 +237,7 @@ class _FileUploadWriter:
         if size > offset:
             os.ftruncate(self.fd, offset)
         os.lseek(self.fd, offset, os.SEEK_SET)
-        written = offset
+        written = flushed = offset
         try:
             async for chunk in chunks:
                 view = memoryview(chunk)
@@ -220,6 +245,9 @@ class _FileUploadWriter:
                     count = os.write(self.fd, view)
                     view = view[count:]
                     written += count
+                if _start_writeback is not None and written - flushed >= WRITEBACK_EVERY:
+                    _start_writeback(self.fd, flushed, written - flushed)
+                    flushed = written
         except BaseException:
             os.ftruncate(self.fd, offset)
             raise

@@ -3,8 +3,6 @@ scratch state at the acknowledged size, written in the same transaction as that 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -13,13 +11,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    select,
+    bindparam,
     update,
 )
 
 from cargohold.storage.database import Database
-from cargohold.storage.metadata import now_us
+from cargohold.storage.records import now_us
 from cargohold.storage.schema import metadata, upload_sessions
+from cargohold.storage.sql import Prepared, Tx
 
 upload_progress = Table(
     "upload_progress", metadata,
@@ -32,14 +31,22 @@ upload_progress = Table(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class UploadProgress:
-    size: int
-    hash_state: bytes | None
-    scratch_state: str | None
+# Both statements of every acknowledged chunk, compiled once (sql.py).
+_MOVE_SIZE = Prepared(update(upload_sessions).where(
+    upload_sessions.c.id == bindparam("id"), upload_sessions.c.size == bindparam("old_size"),
+).values(size=bindparam("new_size"), last_chunk_size=bindparam("chunk"),
+         updated_at=bindparam("now")))
+_SAVE_STATES = Prepared(lambda upsert: upsert(upload_progress).values(
+    upload_id=bindparam("id"), size=bindparam("new_size"), hash_state=bindparam("hash_state"),
+    scratch_state=bindparam("scratch_state"),
+).on_conflict_do_update(index_elements=["upload_id"], set_={
+    "size": bindparam("new_size"), "hash_state": bindparam("hash_state"),
+    "scratch_state": bindparam("scratch_state")}))
 
 
 class UploadProgressStore:
+    """Saves the states; the session's record (MetadataStore.get_upload) reads them back."""
+
     def __init__(self, database: Database) -> None:
         self.database = database
 
@@ -47,24 +54,13 @@ class UploadProgressStore:
                     hash_state: bytes | None, scratch_state: str | None) -> bool:
         """Move the session from old_size to new_size (if it is still there, at old_size) and
         save the states at new_size, atomically. False when another writer got there first."""
-        with self.database.write() as conn:
-            result = conn.execute(update(upload_sessions).where(
-                upload_sessions.c.id == upload_id, upload_sessions.c.size == old_size,
-            ).values(size=new_size, last_chunk_size=new_size - old_size, updated_at=now_us()))
-            if result.rowcount == 0:
-                return False
-            values = {"size": new_size, "hash_state": hash_state, "scratch_state": scratch_state}
-            statement = self.database.insert(upload_progress).values(upload_id=upload_id,
-                                                                     **values)
-            conn.execute(statement.on_conflict_do_update(index_elements=["upload_id"],
-                                                         set_=values))
-            return True
+        params = {"id": upload_id, "old_size": old_size, "new_size": new_size,
+                  "chunk": new_size - old_size, "now": now_us(), "hash_state": hash_state,
+                  "scratch_state": scratch_state}
 
-    def load(self, upload_id: str) -> UploadProgress | None:
-        with self.database.read() as conn:
-            row = conn.execute(select(upload_progress.c.size, upload_progress.c.hash_state,
-                                      upload_progress.c.scratch_state)
-                               .where(upload_progress.c.upload_id == upload_id)).one_or_none()
-        if row is None:
-            return None
-        return UploadProgress(row.size, row.hash_state, row.scratch_state)
+        def unit(tx: Tx) -> bool:
+            if tx.rowcount(_MOVE_SIZE, params) == 0:
+                return False
+            tx.execute(_SAVE_STATES, params)
+            return True
+        return self.database.transaction(unit)

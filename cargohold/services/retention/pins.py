@@ -22,7 +22,7 @@ async def pin_upload_blob(storage: Storage, upload_id: str, digest: str) -> None
     """
     store = CollectionStore(storage.database)
     deadline = time.monotonic() + PIN_WAIT_SECONDS
-    while not await storage.db(store.pin_blob, upload_id, digest):
+    while not await storage.write(store.pin_blob, upload_id, digest):
         if time.monotonic() > deadline:
             raise RegistryError(ErrorCode.UNAVAILABLE,
                                 "garbage collection is removing an older copy of this blob; "

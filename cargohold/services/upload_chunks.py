@@ -1,0 +1,115 @@
+"""What one chunk of an upload must be (its range and length, checked as it streams through
+the running digest), and the errors that refuse an upload request."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from cargohold.services.resumable_hash import ResumableHash
+from cargohold.wire.errors import ErrorCode, RegistryError
+
+HASH_BATCH = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRange:
+    """The inclusive byte range a chunk claims (`Content-Range: start-end`)."""
+
+    start: int
+    end: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+
+@dataclass(frozen=True, slots=True)
+class UploadState:
+    upload_id: str
+    size: int
+
+
+class ChunkSizeMismatch(Exception):
+    pass
+
+
+def unknown_upload(upload_id: str) -> RegistryError:
+    return RegistryError(ErrorCode.BLOB_UPLOAD_UNKNOWN, detail={"upload": upload_id})
+
+
+def name_unknown(name: str) -> RegistryError:
+    return RegistryError(ErrorCode.NAME_UNKNOWN, detail={"name": name})
+
+
+def valid_upload_id(upload_id: str) -> bool:
+    try:
+        return str(uuid.UUID(upload_id)) == upload_id
+    except ValueError:
+        return False
+
+
+def chunk_length(upload_id: str, size: int, chunk_range: ChunkRange | None,
+                  content_length: int | None) -> int | None:
+    """The length a chunk declares (None: unknown), once its range is checked against the
+    upload's acknowledged size."""
+    if chunk_range is None:
+        return content_length
+    if chunk_range.start != size or chunk_range.end < chunk_range.start:
+        raise range_error(upload_id, size)
+    if content_length is not None and content_length != chunk_range.length:
+        raise RegistryError(ErrorCode.SIZE_INVALID, "Content-Length does not match Content-Range",
+                            {"contentLength": content_length,
+                             "range": f"{chunk_range.start}-{chunk_range.end}"})
+    return chunk_range.length
+
+
+async def hashed(body: AsyncIterator[bytes], hasher: ResumableHash,
+                  expected_length: int | None) -> AsyncIterator[bytes]:
+    """The body's chunks, hashed as they pass, with their total length enforced.
+
+    A large body is hashed on a thread, HASH_BATCH bytes at a time, while the event loop goes
+    on receiving and writing the next chunks (the hash releases the GIL): the digest, not the
+    disk, bounds a large push. Batches are hashed in order, one at a time; a small body
+    (below HASH_BATCH) is hashed right here, a thread hand-off costing more than that."""
+    received = batch_bytes = 0
+    batch: list[bytes] = []
+    hashing: asyncio.Future[None] | None = None
+    try:
+        async for chunk in body:
+            received += len(chunk)
+            if expected_length is not None and received > expected_length:
+                raise ChunkSizeMismatch
+            batch.append(chunk)
+            batch_bytes += len(chunk)
+            if batch_bytes >= HASH_BATCH:
+                if hashing is not None:
+                    await hashing
+                hashing = asyncio.get_running_loop().run_in_executor(
+                    None, _update, hasher, batch)
+                batch, batch_bytes = [], 0
+            yield chunk
+        if expected_length is not None and received != expected_length:
+            raise ChunkSizeMismatch
+    finally:
+        if hashing is not None:
+            await hashing  # never leave a thread updating the hasher behind
+    _update(hasher, batch)
+
+
+def _update(hasher: ResumableHash, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        hasher.update(chunk)
+
+
+def size_mismatch() -> RegistryError:
+    return RegistryError(ErrorCode.SIZE_INVALID, "chunk length does not match the declared length")
+
+
+def range_error(upload_id: str, size: int, message: str | None = None) -> RegistryError:
+    # 416 tells the client where the upload stands, so it can resume from there.
+    return RegistryError(ErrorCode.RANGE_INVALID, message or "chunk out of order",
+                         {"upload": upload_id, "size": size},
+                         headers={"Range": f"0-{max(size - 1, 0)}"})
