@@ -16,7 +16,7 @@ Prints one JSON object on stdout; progress goes to stderr. Rows (names or number
     8 memory            server RSS (process tree) while a 1 GiB blob is pushed then pulled, MiB
     9 manifest_get_bearer  row 6 with a Bearer token from the registry's token endpoint, req/s
    10 describe_images   ECR DescribeImages over a repository of 10,000 images (boto3), ms
-   11 pull_load         manifest and small blob GETs in turn at 200 connections: req/s, p99, errors
+   11 pull_load         manifest and small blob GETs in turn at 200 connections (wrk, else aiohttp)
 
 With --pid, each row also reports the server's CPU time (user + system, its whole process tree).
 
@@ -49,6 +49,7 @@ import ssl
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -56,6 +57,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
@@ -746,16 +748,7 @@ class Bench:
 
     def _manifest_load(self, url: str, auth: str | None) -> dict[str, Any]:
         s = self.sizes
-        wrk = shutil.which("wrk") if self.load_tool in ("auto", "wrk") else None
-        if self.load_tool == "wrk" and not wrk:
-            raise BenchError("--load-tool wrk but wrk is not installed")
-        if wrk:
-            out = self._wrk(wrk, url, s.manifest_connections, s.manifest_seconds, auth)
-        else:
-            log("using the aiohttp load generator" + ("" if self.load_tool == "aiohttp"
-                                                       else " (wrk not installed)"))
-            out = asyncio.run(self._aiohttp_load(url, s.manifest_connections,
-                                                 s.manifest_seconds, auth))
+        out = self._load(url, s.manifest_connections, s.manifest_seconds, auth)
         out.update(unit="requests/s", connections=s.manifest_connections,
                    seconds=s.manifest_seconds)
         return out
@@ -909,8 +902,22 @@ class Bench:
             "client": "boto3 describe_images (SigV4, JSON parsing included)",
         }
 
-    def _wrk(self, wrk: str, url: str, conns: int, seconds: int,
-             auth: str | None) -> dict[str, Any]:
+    def _load(self, url: str | list[str], conns: int, seconds: int,
+              auth: str | None) -> dict[str, Any]:
+        """GET load from wrk when it is installed (a C client: it leaves the shared CPUs to
+        the server), else from the aiohttp load generator."""
+        wrk = shutil.which("wrk") if self.load_tool in ("auto", "wrk") else None
+        if self.load_tool == "wrk" and not wrk:
+            raise BenchError("--load-tool wrk but wrk is not installed")
+        if wrk:
+            with tempfile.TemporaryDirectory(prefix="registry-bench-wrk-") as scratch:
+                return self._wrk(wrk, url, conns, seconds, auth, Path(scratch))
+        log("using the aiohttp load generator" + ("" if self.load_tool == "aiohttp"
+                                                   else " (wrk not installed)"))
+        return asyncio.run(self._aiohttp_load(url, conns, seconds, auth))
+
+    def _wrk(self, wrk: str, url: str | list[str], conns: int, seconds: int,
+             auth: str | None, scratch: Path) -> dict[str, Any]:
         # wrk shares the machine with the server: give it a quarter of the CPUs (>= 1 thread;
         # one wrk thread alone sustains tens of thousands of requests/s).
         threads = max(1, min((os.cpu_count() or 1) // 4, conns))
@@ -918,6 +925,15 @@ class Bench:
         if auth:
             headers += ["-H", f"Authorization: {auth}"]
         base = [wrk, "-t", str(threads), "-c", str(conns), "--timeout", "10s", *headers]
+        urls = [url] if isinstance(url, str) else url
+        url = urls[0]
+        if len(urls) > 1:  # each connection's requests walk the list, round-robin
+            paths = ", ".join(json.dumps(urlsplit(u).path) for u in urls)
+            script = scratch / "paths.lua"
+            script.write_text(f"local paths = {{{paths}}}\nlocal i = 0\n"
+                              "request = function()\n  i = i + 1\n"
+                              "  return wrk.format(nil, paths[(i % #paths) + 1])\nend\n")
+            base += ["-s", str(script)]
         log("wrk warm-up (2 s)")
         subprocess.run([*base, "-d", "2s", url], capture_output=True, timeout=60, check=False)
         log(f"wrk {conns} connections, {seconds} s")
@@ -1011,8 +1027,7 @@ class Bench:
         log(f"pull load: {s.pull_load_connections} connections, {s.pull_load_seconds} s, "
             f"manifest and {s.pull_load_blobs} blobs in turn")
         cpu0 = self.server_cpu()
-        out = asyncio.run(self._aiohttp_load(urls, s.pull_load_connections,
-                                             s.pull_load_seconds, self.reg.auth))
+        out = self._load(urls, s.pull_load_connections, s.pull_load_seconds, self.reg.auth)
         out.update(unit="requests/s", connections=s.pull_load_connections,
                    seconds=s.pull_load_seconds, mix="manifest by tag, small blobs (1-16 KiB)",
                    server_cpu_ms_per_request=self.cpu_per_op(cpu0, out["requests"]))
