@@ -20,8 +20,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Connection, text
+from sqlalchemy.engine import Engine, make_url
 
 from cargohold.storage.database import Database
 
@@ -32,6 +32,39 @@ def lock_key(name: str) -> int:
     """A stable signed 64-bit advisory-lock key for a job name."""
     return int.from_bytes(hashlib.sha256(b"cargohold-job:" + name.encode()).digest()[:8], "big",
                           signed=True)
+
+
+def try_advisory_lock(engine: Engine, key: int) -> Connection | None:
+    """PostgreSQL: a session advisory lock on a connection of `engine`, held until
+    `release_advisory_lock`; None (no connection kept) when another session holds it."""
+    conn = engine.connect()
+    try:
+        taken = conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar_one()
+        conn.commit()
+    except BaseException:
+        conn.close()
+        raise
+    if not taken:
+        conn.close()
+        return None
+    return conn
+
+
+def release_advisory_lock(conn: Connection, key: int) -> None:
+    """Unlock and close; closing alone would drop the lock too, so a failed unlock is moot."""
+    try:
+        with contextlib.suppress(Exception):
+            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+            conn.commit()
+    finally:
+        conn.close()
+
+
+def sqlite_file(database: Database) -> str | None:
+    """The SQLite database's file, beside which lock files go; None for a private in-memory
+    database (one process: nobody to exclude)."""
+    name = make_url(database.url).database
+    return None if not name or name == ":memory:" else name
 
 
 class ExclusiveLock:
@@ -47,22 +80,11 @@ class ExclusiveLock:
         if self._held is not None:
             raise RuntimeError(f"lock {self.name!r} is already held by this object")
         if self.database.engine.dialect.name == "postgresql":
-            conn = self.database.engine.connect()
-            try:
-                taken = conn.execute(text("SELECT pg_try_advisory_lock(:key)"),
-                                     {"key": lock_key(self.name)}).scalar_one()
-                conn.commit()
-            except BaseException:
-                conn.close()
-                raise
-            if not taken:
-                conn.close()
-                return False
-            self._held = conn
-            return True
-        database_file = make_url(self.database.url).database
-        if not database_file or database_file == ":memory:":
-            self._held = True  # a private in-memory database: nobody to exclude
+            self._held = try_advisory_lock(self.database.engine, lock_key(self.name))
+            return self._held is not None
+        database_file = sqlite_file(self.database)
+        if database_file is None:
+            self._held = True
             return True
         path = Path(f"{database_file}.{hashlib.sha256(self.name.encode()).hexdigest()[:16]}.lock")
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -81,12 +103,7 @@ class ExclusiveLock:
         if isinstance(held, int):
             os.close(held)  # closing drops the flock
             return
-        try:
-            with contextlib.suppress(Exception):
-                held.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": lock_key(self.name)})
-                held.commit()
-        finally:
-            held.close()
+        release_advisory_lock(held, lock_key(self.name))
 
 
 async def run_exclusively(database: Database, name: str,

@@ -27,11 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
 from cargohold.storage.database import Database
-from cargohold.storage.exclusive import lock_key
+from cargohold.storage.exclusive import (
+    lock_key,
+    release_advisory_lock,
+    sqlite_file,
+    try_advisory_lock,
+)
 
 _LOCK_ENGINES: dict[str, Engine] = {}
 
@@ -50,9 +55,9 @@ class KeyLock:
             raise RuntimeError(f"lock {self.key!r} is already held by this object")
         if self.database.engine.dialect.name == "postgresql":
             return self._try_advisory()
-        database_file = make_url(self.database.url).database
-        if not database_file or database_file == ":memory:":
-            self._held = True  # a private in-memory database: one process, nobody to exclude
+        database_file = sqlite_file(self.database)
+        if database_file is None:
+            self._held = True
             return True
         return self._try_flock(Path(f"{database_file}.fetch-locks"))
 
@@ -71,19 +76,8 @@ class KeyLock:
         if engine is None:
             engine = create_engine(self.database.url, poolclass=NullPool)
             _LOCK_ENGINES[self.database.url] = engine
-        conn = engine.connect()
-        try:
-            taken = conn.execute(text("SELECT pg_try_advisory_lock(:key)"),
-                                 {"key": number}).scalar_one()
-            conn.commit()
-        except BaseException:
-            conn.close()
-            raise
-        if not taken:
-            conn.close()
-            return False
-        self._held = conn
-        return True
+        self._held = try_advisory_lock(engine, number)
+        return self._held is not None
 
     def _try_flock(self, directory: Path) -> bool:
         directory.mkdir(mode=0o700, exist_ok=True)
@@ -109,10 +103,4 @@ class KeyLock:
                 path.unlink()  # before the unlock: a waiter then sees a new inode
             os.close(fd)
             return
-        try:
-            with contextlib.suppress(Exception):
-                held.execute(text("SELECT pg_advisory_unlock(:key)"),
-                             {"key": lock_key(self.key)})
-                held.commit()
-        finally:
-            held.close()
+        release_advisory_lock(held, lock_key(self.key))
