@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cargohold.http.ecr.protocol import Call, OperationSpec
+from cargohold.http.ecr.protocol import Call, OperationSpec, registry_wide
 from cargohold.http.v2.cache import REPLICATION_KEY
 from cargohold.services.repositories import decode_token, encode_token
 from cargohold.services.upstream.replication import ReplicationService, matches
@@ -115,13 +115,9 @@ async def list_backfills(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     return shape
 
 
-def _registry(params: dict[str, Any]) -> list[str] | None:
-    return None
-
-
 BACKFILL_OPERATIONS: dict[str, OperationSpec] = {
-    "StartReplicationBackfill": OperationSpec(start_backfill, _registry),
-    "StopReplicationBackfill": OperationSpec(stop_backfill, _registry),
-    "DescribeReplicationBackfillResults": OperationSpec(describe_results, _registry),
-    "ListReplicationBackfills": OperationSpec(list_backfills, _registry),
+    "StartReplicationBackfill": OperationSpec(start_backfill, registry_wide),
+    "StopReplicationBackfill": OperationSpec(stop_backfill, registry_wide),
+    "DescribeReplicationBackfillResults": OperationSpec(describe_results, registry_wide),
+    "ListReplicationBackfills": OperationSpec(list_backfills, registry_wide),
 }

@@ -10,7 +10,7 @@ import base64
 import binascii
 from typing import Any
 
-from cargohold.http.ecr.protocol import Call, OperationSpec
+from cargohold.http.ecr.protocol import Call, OperationSpec, named_repository, repository_ids
 from cargohold.http.keys import BLOBS_KEY, IDENTITY_KEY, REPOSITORIES_KEY, STORAGE_KEY, UPLOADS_KEY
 from cargohold.services.blobs import ChunkRange
 from cargohold.services.repositories import not_found
@@ -25,10 +25,6 @@ MIN_PART_SIZE = 5 * 1024 * 1024
 async def _ensure_repository(call: Call, name: str) -> None:
     """RepositoryNotFoundException before anything else, as ECR answers."""
     await call.request.app[REPOSITORIES_KEY].get(name)
-
-
-def _ids(call: Call, name: str) -> dict[str, Any]:
-    return {"registryId": call.registry_id, "repositoryName": name}
 
 
 def _layer_error(exc: RegistryError, name: str, upload_id: str | None = None) -> EcrError:
@@ -76,7 +72,7 @@ async def upload_layer_part(call: Call, params: dict[str, Any]) -> dict[str, Any
                                      len(part))
     except RegistryError as exc:
         raise _layer_error(exc, name, upload_id) from None
-    return {**_ids(call, name), "uploadId": upload_id, "lastByteReceived": state.size - 1}
+    return {**repository_ids(call, name), "uploadId": upload_id, "lastByteReceived": state.size - 1}
 
 
 async def _single(data: bytes) -> Any:
@@ -110,7 +106,7 @@ async def complete_layer_upload(call: Call, params: dict[str, Any]) -> dict[str,
         completed, _ = await uploads.complete(name, upload_id, digest, None, None, None)
     except RegistryError as exc:
         raise _layer_error(exc, name, upload_id) from None
-    return {**_ids(call, name), "uploadId": upload_id, "layerDigest": str(completed)}
+    return {**repository_ids(call, name), "uploadId": upload_id, "layerDigest": str(completed)}
 
 
 async def batch_check_layer_availability(call: Call, params: dict[str, Any]) -> dict[str, Any]:
@@ -158,14 +154,10 @@ async def get_download_url_for_layer(call: Call, params: dict[str, Any]) -> dict
             "layerDigest": digest}
 
 
-def _named(params: dict[str, Any]) -> list[str] | None:
-    return [params["repositoryName"]]
-
-
 LAYER_OPERATIONS: dict[str, OperationSpec] = {
-    "InitiateLayerUpload": OperationSpec(initiate_layer_upload, _named),
-    "UploadLayerPart": OperationSpec(upload_layer_part, _named),
-    "CompleteLayerUpload": OperationSpec(complete_layer_upload, _named),
-    "BatchCheckLayerAvailability": OperationSpec(batch_check_layer_availability, _named),
-    "GetDownloadUrlForLayer": OperationSpec(get_download_url_for_layer, _named),
+    "InitiateLayerUpload": OperationSpec(initiate_layer_upload, named_repository),
+    "UploadLayerPart": OperationSpec(upload_layer_part, named_repository),
+    "CompleteLayerUpload": OperationSpec(complete_layer_upload, named_repository),
+    "BatchCheckLayerAvailability": OperationSpec(batch_check_layer_availability, named_repository),
+    "GetDownloadUrlForLayer": OperationSpec(get_download_url_for_layer, named_repository),
 }

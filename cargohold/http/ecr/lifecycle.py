@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cargohold.http.ecr.protocol import Call, OperationSpec
+from cargohold.http.ecr.protocol import Call, OperationSpec, named_repository, repository_ids
 from cargohold.http.keys import STORAGE_KEY
 from cargohold.services.repositories import decode_token, encode_token
 from cargohold.services.retention.lifecycle import LifecycleService
@@ -17,18 +17,14 @@ def _service(call: Call) -> LifecycleService:
     return LifecycleService(call.request.app[STORAGE_KEY], call.registry_id)
 
 
-def _ids(call: Call, name: str) -> dict[str, Any]:
-    return {"registryId": call.registry_id, "repositoryName": name}
-
-
 async def put_lifecycle_policy(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     name, text = params["repositoryName"], params["lifecyclePolicyText"]
     await _service(call).put_policy(name, text)
-    return {**_ids(call, name), "lifecyclePolicyText": text}
+    return {**repository_ids(call, name), "lifecyclePolicyText": text}
 
 
 def _stored_shape(call: Call, name: str, stored: Any) -> dict[str, Any]:
-    result = {**_ids(call, name), "lifecyclePolicyText": stored.text}
+    result = {**repository_ids(call, name), "lifecyclePolicyText": stored.text}
     if stored.last_evaluated_at is not None:
         result["lastEvaluatedAt"] = stored.last_evaluated_at / 1e6
     return result
@@ -47,7 +43,7 @@ async def delete_lifecycle_policy(call: Call, params: dict[str, Any]) -> dict[st
 async def start_lifecycle_policy_preview(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     name = params["repositoryName"]
     text, status = await _service(call).start_preview(name, params.get("lifecyclePolicyText"))
-    return {**_ids(call, name), "lifecyclePolicyText": text, "status": status}
+    return {**repository_ids(call, name), "lifecyclePolicyText": text, "status": status}
 
 
 def _wanted(result: dict[str, Any], image_ids: list[dict[str, str]] | None,
@@ -81,7 +77,7 @@ async def get_lifecycle_policy_preview(call: Call, params: dict[str, Any]) -> di
     matching = [r for r in preview.results if _wanted(r, image_ids, tag_status)]
     page = matching[offset:offset + limit]
     result: dict[str, Any] = {
-        **_ids(call, name), "lifecyclePolicyText": preview.text, "status": preview.status,
+        **repository_ids(call, name), "lifecyclePolicyText": preview.text, "status": preview.status,
         "previewResults": page,
         "summary": {"expiringImageTotalCount": len(preview.results)},
     }
@@ -90,14 +86,10 @@ async def get_lifecycle_policy_preview(call: Call, params: dict[str, Any]) -> di
     return result
 
 
-def _named(params: dict[str, Any]) -> list[str] | None:
-    return [params["repositoryName"]]
-
-
 LIFECYCLE_OPERATIONS: dict[str, OperationSpec] = {
-    "PutLifecyclePolicy": OperationSpec(put_lifecycle_policy, _named),
-    "GetLifecyclePolicy": OperationSpec(get_lifecycle_policy, _named),
-    "DeleteLifecyclePolicy": OperationSpec(delete_lifecycle_policy, _named),
-    "StartLifecyclePolicyPreview": OperationSpec(start_lifecycle_policy_preview, _named),
-    "GetLifecyclePolicyPreview": OperationSpec(get_lifecycle_policy_preview, _named),
+    "PutLifecyclePolicy": OperationSpec(put_lifecycle_policy, named_repository),
+    "GetLifecyclePolicy": OperationSpec(get_lifecycle_policy, named_repository),
+    "DeleteLifecyclePolicy": OperationSpec(delete_lifecycle_policy, named_repository),
+    "StartLifecyclePolicyPreview": OperationSpec(start_lifecycle_policy_preview, named_repository),
+    "GetLifecyclePolicyPreview": OperationSpec(get_lifecycle_policy_preview, named_repository),
 }

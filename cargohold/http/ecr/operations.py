@@ -5,7 +5,13 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from cargohold.http.ecr.protocol import Call, OperationSpec
+from cargohold.http.ecr.protocol import (
+    Call,
+    OperationSpec,
+    named_repository,
+    registry_wide,
+    repository_ids,
+)
 from cargohold.http.ecr.shapes import (
     exclusion_filters,
     image_detail,
@@ -40,10 +46,6 @@ def _images(call: Call) -> ImageService:
 def _repository(call: Call, record: Any) -> dict[str, Any]:
     return repository_shape(record, registry_id=call.registry_id, region=call.region,
                             host=call.host)
-
-
-def _ids(call: Call, name: str) -> dict[str, Any]:
-    return {"registryId": call.registry_id, "repositoryName": name}
 
 
 # -- repositories ------------------------------------------------------------------------------
@@ -103,7 +105,7 @@ async def put_image_tag_mutability(call: Call, params: dict[str, Any]) -> dict[s
     record = await _repositories(call).update(params["repositoryName"],
                                               image_tag_mutability=mutability,
                                               exclusions=exclusions)
-    result = {**_ids(call, record.name), "imageTagMutability": mutability}
+    result = {**repository_ids(call, record.name), "imageTagMutability": mutability}
     if exclusions:
         result["imageTagMutabilityExclusionFilters"] = exclusion_filters(exclusions)
     return result
@@ -112,7 +114,7 @@ async def put_image_tag_mutability(call: Call, params: dict[str, Any]) -> dict[s
 async def put_image_scanning_configuration(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     scan = bool(params["imageScanningConfiguration"].get("scanOnPush"))
     record = await _repositories(call).update(params["repositoryName"], scan_on_push=scan)
-    return {**_ids(call, record.name), "imageScanningConfiguration": {"scanOnPush": scan}}
+    return {**repository_ids(call, record.name), "imageScanningConfiguration": {"scanOnPush": scan}}
 
 
 async def describe_registry(call: Call, params: dict[str, Any]) -> dict[str, Any]:
@@ -151,17 +153,18 @@ async def list_tags_for_resource(call: Call, params: dict[str, Any]) -> dict[str
 async def set_repository_policy(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     name = params["repositoryName"]
     await _repositories(call).set_policy(name, params["policyText"])
-    return {**_ids(call, name), "policyText": params["policyText"]}
+    return {**repository_ids(call, name), "policyText": params["policyText"]}
 
 
 async def get_repository_policy(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     name = params["repositoryName"]
-    return {**_ids(call, name), "policyText": await _repositories(call).get_policy(name)}
+    return {**repository_ids(call, name), "policyText": await _repositories(call).get_policy(name)}
 
 
 async def delete_repository_policy(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     name = params["repositoryName"]
-    return {**_ids(call, name), "policyText": await _repositories(call).delete_policy(name)}
+    policy = await _repositories(call).delete_policy(name)
+    return {**repository_ids(call, name), "policyText": policy}
 
 
 # -- images ------------------------------------------------------------------------------------
@@ -205,7 +208,7 @@ async def batch_get_image(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     await _repositories(call).get(name)
     images, failures = await _images(call).batch_get(name, params["imageIds"],
                                                      params.get("acceptedMediaTypes"))
-    return {"images": [{**_ids(call, name), **image} for image in images],
+    return {"images": [{**repository_ids(call, name), **image} for image in images],
             "failures": [f.shape() for f in failures]}
 
 
@@ -221,7 +224,7 @@ async def put_image(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     image = await _images(call).put(name, params["imageManifest"],
                                     params.get("imageManifestMediaType"),
                                     params.get("imageTag"), params.get("imageDigest"))
-    return {"image": {**_ids(call, name), **image}}
+    return {"image": {**repository_ids(call, name), **image}}
 
 
 # -- authentication ----------------------------------------------------------------------------
@@ -235,16 +238,8 @@ async def get_authorization_token(call: Call, params: dict[str, Any]) -> dict[st
                                    "proxyEndpoint": call.base_url}]}
 
 
-def _named(params: dict[str, Any]) -> list[str] | None:
-    return [params["repositoryName"]]
-
-
 def _by_arn(params: dict[str, Any]) -> list[str] | None:
     return [_repository_of_arn(None, params["resourceArn"])]
-
-
-def _registry(params: dict[str, Any]) -> list[str] | None:
-    return None
 
 
 def _listed(params: dict[str, Any]) -> list[str] | None:
@@ -253,24 +248,25 @@ def _listed(params: dict[str, Any]) -> list[str] | None:
 
 
 OPERATIONS: dict[str, OperationSpec] = {
-    "CreateRepository": OperationSpec(create_repository, _named),
+    "CreateRepository": OperationSpec(create_repository, named_repository),
     "DescribeRepositories": OperationSpec(describe_repositories, _listed),
-    "DeleteRepository": OperationSpec(delete_repository, _named),
-    "PutImageTagMutability": OperationSpec(put_image_tag_mutability, _named),
-    "PutImageScanningConfiguration": OperationSpec(put_image_scanning_configuration, _named),
-    "DescribeRegistry": OperationSpec(describe_registry, _registry),
+    "DeleteRepository": OperationSpec(delete_repository, named_repository),
+    "PutImageTagMutability": OperationSpec(put_image_tag_mutability, named_repository),
+    "PutImageScanningConfiguration": OperationSpec(put_image_scanning_configuration,
+                                                   named_repository),
+    "DescribeRegistry": OperationSpec(describe_registry, registry_wide),
     "TagResource": OperationSpec(tag_resource, _by_arn),
     "UntagResource": OperationSpec(untag_resource, _by_arn),
     "ListTagsForResource": OperationSpec(list_tags_for_resource, _by_arn),
-    "SetRepositoryPolicy": OperationSpec(set_repository_policy, _named),
-    "GetRepositoryPolicy": OperationSpec(get_repository_policy, _named),
-    "DeleteRepositoryPolicy": OperationSpec(delete_repository_policy, _named),
-    "DescribeImages": OperationSpec(describe_images, _named),
-    "ListImages": OperationSpec(list_images, _named),
-    "BatchGetImage": OperationSpec(batch_get_image, _named),
-    "BatchDeleteImage": OperationSpec(batch_delete_image, _named),
-    "PutImage": OperationSpec(put_image, _named),
-    "GetAuthorizationToken": OperationSpec(get_authorization_token, _registry),
+    "SetRepositoryPolicy": OperationSpec(set_repository_policy, named_repository),
+    "GetRepositoryPolicy": OperationSpec(get_repository_policy, named_repository),
+    "DeleteRepositoryPolicy": OperationSpec(delete_repository_policy, named_repository),
+    "DescribeImages": OperationSpec(describe_images, named_repository),
+    "ListImages": OperationSpec(list_images, named_repository),
+    "BatchGetImage": OperationSpec(batch_get_image, named_repository),
+    "BatchDeleteImage": OperationSpec(batch_delete_image, named_repository),
+    "PutImage": OperationSpec(put_image, named_repository),
+    "GetAuthorizationToken": OperationSpec(get_authorization_token, registry_wide),
 }
 
 from cargohold.http.ecr.layers import LAYER_OPERATIONS  # noqa: E402

@@ -71,6 +71,21 @@ class OperationSpec:
     action: str | None = None
 
 
+def named_repository(params: dict[str, Any]) -> list[str] | None:
+    """The resource of an operation on one repository: its `repositoryName`."""
+    return [params["repositoryName"]]
+
+
+def registry_wide(params: dict[str, Any]) -> list[str] | None:
+    """The resource of a registry-level operation: the registry, no repository."""
+    return None
+
+
+def repository_ids(call: Call, name: str) -> dict[str, Any]:
+    """The `registryId` and `repositoryName` members most responses start with."""
+    return {"registryId": call.registry_id, "repositoryName": name}
+
+
 def _response(status: int, body: dict[str, Any], request_id: str) -> web.Response:
     return web.Response(status=status, body=json.dumps(body).encode(),
                         content_type=JSON_CONTENT_TYPE,

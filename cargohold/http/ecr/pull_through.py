@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from cargohold.http.ecr.protocol import Call, Operation, OperationSpec
+from cargohold.http.ecr.protocol import Call, Operation, OperationSpec, registry_wide
 from cargohold.http.v2.cache import CACHE_KEY, RULES_KEY
 from cargohold.services.repositories import decode_token, encode_token
 from cargohold.services.upstream.client import UpstreamError
@@ -104,16 +104,12 @@ async def validate_rule(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     return {**result, "isValid": True}
 
 
-def _registry(params: dict[str, Any]) -> list[str] | None:
-    return None
-
-
 PULL_THROUGH_OPERATIONS: dict[str, OperationSpec] = {
-    "CreatePullThroughCacheRule": OperationSpec(create_rule, _registry),
-    "DescribePullThroughCacheRules": OperationSpec(describe_rules, _registry),
-    "UpdatePullThroughCacheRule": OperationSpec(update_rule, _registry),
-    "DeletePullThroughCacheRule": OperationSpec(delete_rule, _registry),
-    "ValidatePullThroughCacheRule": OperationSpec(validate_rule, _registry),
+    "CreatePullThroughCacheRule": OperationSpec(create_rule, registry_wide),
+    "DescribePullThroughCacheRules": OperationSpec(describe_rules, registry_wide),
+    "UpdatePullThroughCacheRule": OperationSpec(update_rule, registry_wide),
+    "DeletePullThroughCacheRule": OperationSpec(delete_rule, registry_wide),
+    "ValidatePullThroughCacheRule": OperationSpec(validate_rule, registry_wide),
 }
 
 PUSH_OPERATIONS = ("PutImage", "InitiateLayerUpload", "UploadLayerPart", "CompleteLayerUpload")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cargohold.http.ecr.protocol import Call, OperationSpec
+from cargohold.http.ecr.protocol import Call, OperationSpec, named_repository
 from cargohold.http.keys import STORAGE_KEY
 from cargohold.services.actions import BATCH_GET_IMAGE
 from cargohold.services.referrers import ReferrerService, descriptor
@@ -46,10 +46,7 @@ async def list_image_referrers(call: Call, params: dict[str, Any]) -> dict[str, 
     return result
 
 
-def _named(params: dict[str, Any]) -> list[str] | None:
-    return [params["repositoryName"]]
-
-
 REFERRERS_OPERATIONS: dict[str, OperationSpec] = {
-    "ListImageReferrers": OperationSpec(list_image_referrers, _named, action=BATCH_GET_IMAGE),
+    "ListImageReferrers": OperationSpec(list_image_referrers, named_repository,
+                                        action=BATCH_GET_IMAGE),
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cargohold.http.ecr.protocol import Call, OperationSpec
+from cargohold.http.ecr.protocol import Call, OperationSpec, registry_wide
 from cargohold.http.keys import ACCOUNT_SETTINGS_KEY, REGISTRY_POLICY_KEY
 
 
@@ -33,14 +33,10 @@ async def delete_registry_policy(call: Call, params: dict[str, Any]) -> dict[str
     return {"registryId": call.registry_id, "policyText": text}
 
 
-def _registry(params: dict[str, Any]) -> list[str] | None:
-    return None
-
-
 REGISTRY_SETTINGS_OPERATIONS: dict[str, OperationSpec] = {
-    "PutAccountSetting": OperationSpec(put_account_setting, _registry),
-    "GetAccountSetting": OperationSpec(get_account_setting, _registry),
-    "PutRegistryPolicy": OperationSpec(put_registry_policy, _registry),
-    "GetRegistryPolicy": OperationSpec(get_registry_policy, _registry),
-    "DeleteRegistryPolicy": OperationSpec(delete_registry_policy, _registry),
+    "PutAccountSetting": OperationSpec(put_account_setting, registry_wide),
+    "GetAccountSetting": OperationSpec(get_account_setting, registry_wide),
+    "PutRegistryPolicy": OperationSpec(put_registry_policy, registry_wide),
+    "GetRegistryPolicy": OperationSpec(get_registry_policy, registry_wide),
+    "DeleteRegistryPolicy": OperationSpec(delete_registry_policy, registry_wide),
 }

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from cargohold.http.ecr.backfill import BACKFILL_OPERATIONS
-from cargohold.http.ecr.protocol import Call, OperationSpec
+from cargohold.http.ecr.protocol import Call, OperationSpec, named_repository, registry_wide
 from cargohold.http.keys import MANIFESTS_KEY, REPOSITORIES_KEY
 from cargohold.http.v2.cache import REPLICATION_KEY
 from cargohold.services.upstream.replication import abandoned_reason, matches
@@ -81,18 +81,10 @@ async def describe_image_replication_status(call: Call,
             "replicationStatuses": statuses}
 
 
-def _registry(params: dict[str, Any]) -> list[str] | None:
-    return None
-
-
-def _named(params: dict[str, Any]) -> list[str] | None:
-    return [params["repositoryName"]]
-
-
 REPLICATION_OPERATIONS: dict[str, OperationSpec] = {
-    "PutReplicationConfiguration": OperationSpec(put_replication_configuration, _registry),
-    "DescribeRegistry": OperationSpec(describe_registry, _registry),
+    "PutReplicationConfiguration": OperationSpec(put_replication_configuration, registry_wide),
+    "DescribeRegistry": OperationSpec(describe_registry, registry_wide),
     "DescribeImageReplicationStatus": OperationSpec(describe_image_replication_status,
-                                                    _named),
+                                                    named_repository),
     **BACKFILL_OPERATIONS,
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cargohold.http.ecr.protocol import Call, OperationSpec
+from cargohold.http.ecr.protocol import Call, OperationSpec, registry_wide
 from cargohold.http.ecr.shapes import exclusion_filters
 from cargohold.http.keys import TEMPLATES_KEY
 from cargohold.services.templates import TemplateService
@@ -109,13 +109,9 @@ async def delete_template(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     return _answer(call, await _service(call).delete(params["prefix"]))
 
 
-def _registry(params: dict[str, Any]) -> list[str] | None:
-    return None
-
-
 TEMPLATE_OPERATIONS: dict[str, OperationSpec] = {
-    "CreateRepositoryCreationTemplate": OperationSpec(create_template, _registry),
-    "DescribeRepositoryCreationTemplates": OperationSpec(describe_templates, _registry),
-    "UpdateRepositoryCreationTemplate": OperationSpec(update_template, _registry),
-    "DeleteRepositoryCreationTemplate": OperationSpec(delete_template, _registry),
+    "CreateRepositoryCreationTemplate": OperationSpec(create_template, registry_wide),
+    "DescribeRepositoryCreationTemplates": OperationSpec(describe_templates, registry_wide),
+    "UpdateRepositoryCreationTemplate": OperationSpec(update_template, registry_wide),
+    "DeleteRepositoryCreationTemplate": OperationSpec(delete_template, registry_wide),
 }
