@@ -22,14 +22,17 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.sql.elements import ColumnElement
 
 from cargohold.storage.database import Database
 from cargohold.storage.schema import blobs, manifests, repositories
 from cargohold.storage.schema_events import outbox_deliveries as deliveries
 from cargohold.storage.schema_events import outbox_events as events
+from cargohold.storage.schema_upstreams import replication_backfill_items as backfill_items
 from cargohold.storage.sql import Prepared, Tx, tx_of
 
 REGISTRY_TOPIC = "registry"
+REPLICATION_CONSUMER_PREFIX = "replicate:"  # + a destination's registryId
 
 # Why the deletes recorded in this context happen: "delete" (a client asked), or "lifecycle"
 # (a lifecycle policy expired the image). Set by the caller; it follows `Storage.db` threads.
@@ -131,6 +134,27 @@ _EVENT_COLUMNS = (events.c.id, events.c.event_id, events.c.action, events.c.crea
                   events.c.payload)
 
 
+def _replication_record() -> ColumnElement[bool]:
+    """True for an event that replication reports still need (see `EventStore.purge`)."""
+    later_event, later = events.alias("later_event"), deliveries.alias("later_delivery")
+    image_actions = ("push", "tag")
+    superseded = exists().where(
+        later.c.event_row == later_event.c.id, later.c.consumer == deliveries.c.consumer,
+        later.c.id > deliveries.c.id, later_event.c.repository == events.c.repository,
+        later_event.c.digest == events.c.digest, later_event.c.action.in_(image_actions)
+    ).correlate(events, deliveries)  # the outer event and its delivery, two levels up
+    newest = exists().where(deliveries.c.event_row == events.c.id, ~superseded,
+                            deliveries.c.consumer.like(REPLICATION_CONSUMER_PREFIX + "%"))
+    stored = exists().where(manifests.c.repository_id == repositories.c.id,
+                            repositories.c.name == events.c.repository,
+                            manifests.c.digest == events.c.digest)
+    backfilled = exists().where(backfill_items.c.event_row == events.c.id)
+    return or_(and_(events.c.action.in_(image_actions), newest, stored), backfilled)
+
+
+_REPLICATION_RECORD = _replication_record()
+
+
 class EventStore:
     """Delivery bookkeeping. Claims take a lease (an UPDATE guarded by `lease_until < now`,
     plus FOR UPDATE SKIP LOCKED on PostgreSQL), so with several workers or nodes each due
@@ -222,12 +246,15 @@ class EventStore:
         return counts
 
     def purge(self, older_than: int) -> int:
-        """Forget events older than `older_than` that no consumer still waits for."""
+        """Forget events older than `older_than` that no consumer still waits for, except
+        what replication reports read: each stored image's newest replication record per
+        destination (DescribeImageReplicationStatus) and the events of backfills."""
         waiting = exists().where(deliveries.c.event_row == events.c.id,
                                  deliveries.c.status == "pending")
         with self.database.write() as conn:
             old = list(conn.execute(select(events.c.id).where(
-                events.c.created_at < older_than, ~waiting).limit(10_000)).scalars())
+                events.c.created_at < older_than, ~waiting, ~_REPLICATION_RECORD
+            ).limit(10_000)).scalars())
             if not old:
                 return 0
             conn.execute(delete(deliveries).where(deliveries.c.event_row.in_(old)))

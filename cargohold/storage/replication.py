@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select
 
 from cargohold.storage.database import Database
+from cargohold.storage.events import REPLICATION_CONSUMER_PREFIX
 from cargohold.storage.metadata import now_us
 from cargohold.storage.schema_events import outbox_deliveries as deliveries
 from cargohold.storage.schema_events import outbox_events as events
@@ -18,7 +19,7 @@ from cargohold.storage.schema_upstreams import (
     replication_destinations,
 )
 
-CONSUMER_PREFIX = "replicate:"
+CONSUMER_PREFIX = REPLICATION_CONSUMER_PREFIX
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ outbox_events = Table(
     Column("payload", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Index(None, "created_at"),
+    Index(None, "repository", "digest"),
 )
 
 outbox_deliveries = Table(
