@@ -13,6 +13,7 @@ from typing import Any, ParamSpec, TypeVar
 from sqlalchemy.exc import IntegrityError
 
 from cargohold.config import Settings
+from cargohold.services.group_commit import GroupCommit
 from cargohold.storage.blobstore import BlobStore
 from cargohold.storage.database import Database, WouldBlock
 from cargohold.storage.events import EventStore
@@ -25,7 +26,6 @@ from cargohold.storage.secrets import ServerKeys
 
 log = logging.getLogger(__name__)
 CONFLICT_RETRIES = 3
-INLINE_ATTEMPTS = 4
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -46,7 +46,8 @@ class Storage:
         self.blobs = blobs
         self.keys = keys
         self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="db")
-        self._inline_reads = database.engine.dialect.name == "sqlite"
+        self._inline_reads = database.sqlite
+        self._group_commit = GroupCommit(database, self._executor) if database.sqlite else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Storage:
@@ -75,21 +76,17 @@ class Storage:
 
     async def write(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a store call that makes one short write transaction (and nothing else): on
-        SQLite right here when that costs no wait (`Database.inline`), else as `db` does."""
-        if not self.database.sqlite:
+        SQLite it joins the concurrent ones in a group commit (group_commit.py), else it
+        runs as `db` does."""
+        if self._group_commit is None:
             return await self.db(fn, *args, **kwargs)
-        call = functools.partial(fn, *args, **kwargs)
-        for attempt in range(1, INLINE_ATTEMPTS + 1):
-            try:
-                return self.database.inline(call)
-            except WouldBlock:
-                if attempt < INLINE_ATTEMPTS:
-                    # Held by another request's thread or another process, for microseconds:
-                    # serve what else is ready, then try again.
-                    await asyncio.sleep(0)
-            except IntegrityError:
-                break  # a lost race, rolled back: `db` runs it again against the winner's state
-        return await self.db(fn, *args, **kwargs)
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+        try:
+            return await self._group_commit.submit(call)
+        except (WouldBlock, IntegrityError):
+            # It needs more than the fast path, or lost a race and was rolled back: `db`
+            # runs it alone (again, against the winner's state).
+            return await self.db(fn, *args, **kwargs)
 
     async def read(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a short, indexed read. On SQLite it runs right here: a WAL reader never waits

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from pathlib import Path
@@ -20,7 +20,6 @@ from alembic.config import Config
 from sqlalchemy import Connection, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from cargohold.storage.sql import (
@@ -31,19 +30,18 @@ from cargohold.storage.sql import (
     raw_transaction,
     tx_of,
 )
+from cargohold.storage.sqlite_writer import WriterLock
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 T = TypeVar("T")
 # SQLite writers take the write lock up front (no deadlocking lock upgrades).
 BEGIN_IMMEDIATE = Prepared(text("BEGIN IMMEDIATE"))
-# Set while a write is tried on the event loop's own thread (`Database.inline`).
-_ON_LOOP: ContextVar[bool] = ContextVar("cargohold_write_on_loop", default=False)
 # Set while a read runs on the event loop's own thread (`Database.inline_read`).
 _READ_ON_LOOP: ContextVar[bool] = ContextVar("cargohold_read_on_loop", default=False)
 
 
 class WouldBlock(Exception):
-    """A write tried on the event loop (`Database.inline`) would have to wait, or needs more
+    """A write tried on the event loop (`Database.batch`) would have to wait, or needs more
     than the fast path: run it on a thread instead."""
 
 
@@ -82,13 +80,15 @@ class Database:
         else:
             raise ValueError(f"unsupported database URL {url!r} (use sqlite:/// or postgresql://)")
         is_postgres = self.engine.dialect.name == "postgresql"
+        # SQLite: one writer at a time across threads and processes (sqlite_writer.py).
         self._write_lock: AbstractContextManager[object] = (
-            nullcontext() if is_postgres else threading.Lock())
+            nullcontext() if is_postgres else WriterLock(url))
         self.insert: Callable[[Table], Any] = postgresql.insert if is_postgres else sqlite.insert
         self._begin = None if is_postgres else BEGIN_IMMEDIATE
         self.sqlite = not is_postgres
         self._loop_connection: Any = None  # SQLite: the connection of writes on the loop
         self._loop_reader: Any = None  # SQLite: the connection of reads on the loop
+        self._batching = threading.local()  # .tx: the open transaction of `batch`, if any
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (idempotent; safe at every start)."""
@@ -125,10 +125,10 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        if _ON_LOOP.get():
+        if self._batch_tx() is not None:
             raise WouldBlock
-        # SQLite has one writer at a time: queue this process's writers on a lock rather than
-        # in SQLite's busy handler, whose back-off sleeps would stall every writer.
+        # SQLite has one writer at a time: queue writers on a lock rather than in SQLite's
+        # busy handler, whose back-off sleeps would stall every writer.
         with self._write_lock, self.engine.connect() as conn:
             conn.info["write"] = True
             try:
@@ -141,8 +141,9 @@ class Database:
         """Run `unit` in one write transaction on the fast path (sql.py); if it needs a full
         SQLAlchemy Connection (`Tx.sa`), it is rolled back and run again in `write()`. So
         `unit` must do nothing outside the database before it could ask for one."""
-        if _ON_LOOP.get():
-            return self._on_loop(unit)
+        batch = self._batch_tx()
+        if batch is not None:
+            return unit(batch)  # inside `batch`: its savepoint makes this unit atomic
         try:
             with self._write_lock, raw_transaction(self.engine, self._begin) as tx:
                 return unit(tx)
@@ -172,47 +173,61 @@ class Database:
         finally:
             _READ_ON_LOOP.reset(token)
 
-    def inline(self, call: Callable[[], T]) -> T:
-        """Run `call` (a store method making one write transaction, nothing else) right here,
-        on the event loop, if that costs no wait: SQLite only, with this process's write lock
-        free and the database not locked by another process (no busy wait: the connection
-        used has a zero busy timeout). Raises WouldBlock, having changed nothing, otherwise:
-        the caller runs it on a thread. A short transaction costs less than the two thread
-        hand-offs around it (bench/PROFILE.md)."""
-        if not self.sqlite:
-            raise WouldBlock
-        token = _ON_LOOP.set(True)
-        try:
-            return call()
-        finally:
-            _ON_LOOP.reset(token)
+    def _batch_tx(self) -> Tx | None:
+        return getattr(self._batching, "tx", None)
 
-    def _on_loop(self, unit: Callable[[Tx], T]) -> T:
-        if not self._write_lock.acquire(blocking=False):
+    def _loop_dbapi(self) -> Any:
+        if self._loop_connection is None:
+            # Held for the process's life; set up by the pool like the others.
+            self._loop_connection = self.engine.raw_connection()
+            self._loop_connection.dbapi_connection.execute("PRAGMA busy_timeout=0")
+        return self._loop_connection.dbapi_connection
+
+    def batch(self, calls: Sequence[Callable[[], Any]], *, on_loop: bool) -> list[Any]:
+        """Group commit (SQLite): run `calls`, store methods making one write transaction
+        each, in one transaction and one lock hand-over, each inside a savepoint of its own.
+        Returns each call's result, or the exception that rolled its savepoint back
+        (`WouldBlock` for one that needs more than the fast path: run it alone). On the
+        event loop (`on_loop`) it raises WouldBlock, having run nothing, when it would wait.
+        """
+        if not self._write_lock.acquire(blocking=not on_loop):  # type: ignore[attr-defined]
             raise WouldBlock
+        held = None
         try:
-            if self._loop_connection is None:
-                # Held for the process's life; set up by the pool like the others.
-                self._loop_connection = self.engine.raw_connection()
-                self._loop_connection.dbapi_connection.execute("PRAGMA busy_timeout=0")
-            conn = self._loop_connection.dbapi_connection
+            if on_loop:
+                conn = self._loop_dbapi()
+            else:
+                held = self.engine.raw_connection()
+                conn = held.dbapi_connection
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError:
-                raise WouldBlock from None  # another process writes right now
-            try:
-                result = unit(Tx(conn, self.engine.dialect))
-                conn.commit()
-            except BaseException as exc:
-                conn.rollback()
-                if isinstance(exc, NeedsConnection) or (
-                        isinstance(exc, OperationalError) and _busy(exc.orig)) or (
-                        isinstance(exc, sqlite3.OperationalError) and _busy(exc)):
-                    raise WouldBlock from None
+                if on_loop:
+                    raise WouldBlock from None  # a writer that doesn't take our lock
                 raise
-            return result
+            self._batching.tx = Tx(conn, self.engine.dialect)
+            results: list[Any] = []
+            try:
+                for call in calls:
+                    conn.execute("SAVEPOINT unit")
+                    try:
+                        results.append(call())
+                    except Exception as exc:
+                        conn.execute("ROLLBACK TO unit")
+                        results.append(WouldBlock() if isinstance(exc, NeedsConnection) or (
+                            _busy(getattr(exc, "orig", exc))) else exc)
+                    conn.execute("RELEASE unit")
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+            finally:
+                self._batching.tx = None
+            return results
         finally:
-            self._write_lock.release()
+            if held is not None:
+                held.close()
+            self._write_lock.release()  # type: ignore[attr-defined]
 
 
 def _busy(error: BaseException | None) -> bool:

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 
 from cargohold.storage.database import Database
+from cargohold.storage.sqlite_writer import sqlite_path
 
 T = TypeVar("T")
 
@@ -63,8 +64,7 @@ def release_advisory_lock(conn: Connection, key: int) -> None:
 def sqlite_file(database: Database) -> str | None:
     """The SQLite database's file, beside which lock files go; None for a private in-memory
     database (one process: nobody to exclude)."""
-    name = make_url(database.url).database
-    return None if not name or name == ":memory:" else name
+    return sqlite_path(database.url)
 
 
 class ExclusiveLock:
