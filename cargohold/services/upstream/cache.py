@@ -3,12 +3,15 @@
 - Manifests: fetched on the first pull (the repository is created then), stored exactly as
   sent; a tag is re-checked upstream with a HEAD once per `ptc_tag_ttl`, and the cached copy
   is served when the upstream cannot be reached (stale if error). Digests are never re-checked.
-- Blobs: streamed to the first client while they are stored and hashed (`blobfetch`); the
-  digest is verified before the blob is committed, so a failed or truncated transfer stores
-  nothing (and the client never receives the last piece). Concurrent pulls of the same blob
-  cause one upstream fetch (single flight): in a process they share one transfer, and across
-  worker processes and nodes a per-digest lock (`storage.fetch_locks`) makes the others wait
-  and then serve the stored blob.
+- Blobs: streamed to the clients while they are stored and hashed: on a filesystem store
+  received on a thread into the upload file, which the clients read by sendfile as it fills
+  (`blobreceive`, `http.growing`); on S3 teed from aiohttp to the first client and the store
+  (`blobfetch`). The digest is verified before the blob is committed, so a failed or truncated
+  transfer stores nothing (and no client receives the last piece). Concurrent pulls of the
+  same blob cause one upstream fetch (single flight): in a process they share one transfer
+  (on a filesystem store they all read the filling file; on S3 the others wait, then serve
+  the stored blob), and across worker processes and nodes a per-digest lock
+  (`storage.fetch_locks`) makes the others wait and then serve the stored blob.
 """
 
 from __future__ import annotations
