@@ -50,7 +50,7 @@ SYNC_FILE_RANGE_WRITE = 2
 # A large upload's bytes start going to disk every WRITEBACK_EVERY bytes while it streams in,
 # so the fsync that publishes it finds little left to write (256 MiB: 190 ms → 12 ms here).
 WRITEBACK_EVERY = 8 * 1024 * 1024
-_start_writeback = _writeback_starter() if sys.platform.startswith("linux") else None
+start_writeback = _writeback_starter() if sys.platform.startswith("linux") else None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -249,8 +249,8 @@ class _FileUploadWriter:
                     count = os.write(self.fd, view)
                     view = view[count:]
                     written += count
-                if _start_writeback is not None and written - flushed >= WRITEBACK_EVERY:
-                    _start_writeback(self.fd, flushed, written - flushed)
+                if start_writeback is not None and written - flushed >= WRITEBACK_EVERY:
+                    start_writeback(self.fd, flushed, written - flushed)
                     flushed = written
         except BaseException:
             os.ftruncate(self.fd, offset)

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from cargohold.http.auth import Handler
+from cargohold.http.growing import send_filling
 from cargohold.http.keys import IDENTITY_KEY, MANIFESTS_KEY
 from cargohold.services.storage import Storage
 from cargohold.services.upstream.cache import PullThroughCache
@@ -80,9 +81,12 @@ async def blob(request: web.Request, name: str, digest: str) -> web.StreamRespon
     source = await request.app[CACHE_KEY].blob(name, digest, request.method == "HEAD")
     if source is None:
         return None
-    response = web.StreamResponse(status=200, headers={
-        "Content-Type": "application/octet-stream", "Docker-Content-Digest": digest,
-        "ETag": f'"{digest}"'})
+    headers = {"Content-Type": "application/octet-stream", "Docker-Content-Digest": digest,
+               "ETag": f'"{digest}"'}
+    if source.filling is not None:
+        assert source.reader is not None
+        return await send_filling(request, source.filling, source.reader, headers)
+    response = web.StreamResponse(status=200, headers=headers)
     if source.size is not None:
         response.content_length = source.size
     await response.prepare(request)

@@ -1,12 +1,14 @@
-"""One upstream transfer of a blob, teed: each piece goes to the first client and into the blob
-store's upload as it arrives, and is hashed on a thread of its own meanwhile.
+"""One upstream transfer of a blob through aiohttp, teed: each piece goes to the first client
+and into the blob store as it arrives, and is hashed on a thread of its own meanwhile. This is
+the path of stores whose uploads are not local files (S3: straight to the content address); a
+filesystem store receives on a thread into the upload file instead (`blobreceive`).
 
 Why this shape: the first pull through the cache should cost about what a direct pull costs.
 So nothing waits for the whole blob, pieces are passed on as aiohttp received them (no joins,
-no copies), and the hash (the one CPU-heavy step) and the write of a local upload file run on
-a thread beside the event loop instead of in front of it. The blob is committed only once the
-digest verifies; the client's last piece is held back until then, so a failed, truncated or
-wrong transfer stores nothing and the client's response is aborted rather than completed.
+no copies), and the hash (the one CPU-heavy step) runs on a thread beside the event loop
+instead of in front of it. The blob is committed only once the digest verifies; the client's
+last piece is held back until then, so a failed, truncated or wrong transfer stores nothing
+and the client's response is aborted rather than completed.
 """
 
 from __future__ import annotations

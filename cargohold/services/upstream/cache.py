@@ -3,12 +3,15 @@
 - Manifests: fetched on the first pull (the repository is created then), stored exactly as
   sent; a tag is re-checked upstream with a HEAD once per `ptc_tag_ttl`, and the cached copy
   is served when the upstream cannot be reached (stale if error). Digests are never re-checked.
-- Blobs: streamed to the first client while they are stored and hashed (`blobfetch`); the
-  digest is verified before the blob is committed, so a failed or truncated transfer stores
-  nothing (and the client never receives the last piece). Concurrent pulls of the same blob
-  cause one upstream fetch (single flight): in a process they share one transfer, and across
-  worker processes and nodes a per-digest lock (`storage.fetch_locks`) makes the others wait
-  and then serve the stored blob.
+- Blobs: streamed to the clients while they are stored and hashed: on a filesystem store
+  received on a thread into the upload file, which the clients read by sendfile as it fills
+  (`blobreceive`, `http.growing`); on S3 teed from aiohttp to the first client and the store
+  (`blobfetch`). The digest is verified before the blob is committed, so a failed or truncated
+  transfer stores nothing (and no client receives the last piece). Concurrent pulls of the
+  same blob cause one upstream fetch (single flight): in a process they share one transfer
+  (on a filesystem store they all read the filling file; on S3 the others wait, then serve
+  the stored blob), and across worker processes and nodes a per-digest lock
+  (`storage.fetch_locks`) makes the others wait and then serve the stored blob.
 """
 
 from __future__ import annotations
@@ -25,10 +28,13 @@ import aiohttp
 
 from cargohold.services.storage import Storage
 from cargohold.services.upstream.blobfetch import STORED, Fetch, tee
+from cargohold.services.upstream.blobreceive import FileTransfer
 from cargohold.services.upstream.client import MANIFEST_ACCEPT, UpstreamClient, UpstreamError
+from cargohold.services.upstream.filling import Filling
 from cargohold.services.upstream.rules import CacheTarget, RuleService
 from cargohold.storage.ecr_settings import PULL_THROUGH_CACHE
 from cargohold.storage.fetch_locks import KeyLock
+from cargohold.storage.filesystem import FilesystemBlobStore
 from cargohold.storage.metadata import ManifestRecord, NewManifest, TagImmutable, now_us
 from cargohold.storage.repositories import RepositoryExists, RepositorySettings
 from cargohold.storage.upstreams import UpstreamStore
@@ -48,7 +54,9 @@ class BlobStream:
     """A blob arriving from upstream: its size (when the upstream said) and its bytes."""
 
     size: int | None
-    chunks: AsyncIterator[bytes] | None  # None: a HEAD
+    chunks: AsyncIterator[bytes] | None  # None: a HEAD, or served from `filling`
+    filling: Filling | None = None  # the upload file filling (a filesystem store)
+    reader: int | None = None  # a descriptor of that file, the receiver's to close
 
 
 class PullThroughCache:
@@ -249,25 +257,31 @@ class PullThroughCache:
             return None
         key = (repository, str(parsed))
         fetch = self._fetches.get(key)
-        if fetch is not None:
-            assert fetch.task is not None
-            try:
-                await asyncio.shield(fetch.task)
-            except UpstreamError as exc:
-                raise exc.registry_error(ErrorCode.BLOB_UNKNOWN) from None
-            return await self.blob(repository, digest, head)  # stored now: served normally
-        fetch = Fetch()
-        self._fetches[key] = fetch
-        fetch.task = asyncio.get_running_loop().create_task(
-            self._fetch_blob(client, target, repository, parsed, fetch))
-        fetch.task.add_done_callback(lambda task: self._done(key, task))
+        leader = fetch is None
+        if fetch is None:
+            fetch = Fetch()
+            self._fetches[key] = fetch
+            fetch.task = asyncio.get_running_loop().create_task(
+                self._fetch_blob(client, target, repository, parsed, fetch))
+            fetch.task.add_done_callback(lambda task: self._done(key, task))
         try:
-            size = await asyncio.shield(fetch.ready)
+            ready = await asyncio.shield(fetch.ready)
         except UpstreamError as exc:
             raise exc.registry_error(ErrorCode.BLOB_UNKNOWN) from None
-        if size is STORED:  # another worker or node fetched it while we waited
+        if ready is STORED:  # another worker or node fetched it while we waited
             return await self.blob(repository, digest, head)
-        return BlobStream(size if isinstance(size, int) else None, fetch.listen())
+        if isinstance(ready, Filling):  # every client reads the upload file as it fills
+            reader = ready.open_reader()
+            if reader is not None:
+                return BlobStream(ready.size, None, ready, reader)
+        elif leader:  # the transfer streams to its first client
+            return BlobStream(ready if isinstance(ready, int) else None, fetch.listen())
+        assert fetch.task is not None
+        try:
+            await asyncio.shield(fetch.task)
+        except UpstreamError as exc:
+            raise exc.registry_error(ErrorCode.BLOB_UNKNOWN) from None
+        return await self.blob(repository, digest, head)  # stored now: served normally
 
     def _done(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
         self._fetches.pop(key, None)
@@ -283,8 +297,13 @@ class PullThroughCache:
     async def _fetch_blob(self, client: UpstreamClient, target: CacheTarget, repository: str,
                           digest: Digest, fetch: Fetch) -> None:
         """Fetch under the digest's lock (single flight across workers and nodes): whoever
-        waited for the lock finds the blob stored, and only fetches when the holder failed."""
+        waited for the lock finds the blob stored, and only fetches when the holder failed.
+        A filesystem store receives on a thread into the upload file, which the clients read
+        as it fills (`blobreceive`); otherwise the aiohttp transfer is teed (`blobfetch`)."""
         lock = KeyLock(self.storage.database, f"upstream-fetch:{digest}")
+        path = f"/v2/{target.repository}/blobs/{digest}"
+        transfer: FileTransfer | None = None
+        response: aiohttp.ClientResponse | None = None
         try:
             try:
                 while not await asyncio.to_thread(lock.try_acquire):
@@ -292,27 +311,40 @@ class PullThroughCache:
                 if await self.storage.blobs.locate(str(digest)) is not None:
                     fetch.ready.set_result(STORED)
                     return
-                response = await client.request(
-                    "GET", f"/v2/{target.repository}/blobs/{digest}", target.repository)
+                blobs = self.storage.blobs
+                if isinstance(blobs, FilesystemBlobStore):
+                    settings = self.storage.settings.upstreams
+                    transfer = FileTransfer(blobs, client, path, target.repository, digest,
+                                            settings.connect_timeout, settings.timeout)
+                    fetch.ready.set_result(await transfer.open())
+                else:
+                    response = await client.request("GET", path, target.repository)
+                    fetch.ready.set_result(response.content_length)
             except BaseException as exc:
                 self._forget(repository, digest, fetch)
                 fetch.ready.set_exception(exc)
                 fetch.ready.exception()  # retrieved here: the leader may have gone
                 raise
-            fetch.ready.set_result(response.content_length)
             try:
-                written = await tee(self.storage.blobs, client, response, digest, fetch.offer)
+                if transfer is not None:
+                    written = await transfer.run()
+                else:
+                    assert response is not None
+                    written = await tee(blobs, client, response, digest, fetch.offer)
                 await self._ensure_repository(repository)
                 await self.storage.db(self.storage.metadata.link_blob, repository,
                                       str(digest), written, create=True)
             except BaseException as exc:
                 self._forget(repository, digest, fetch)
-                await fetch.offer(exc if isinstance(exc, Exception)
-                                  else ConnectionAbortedError("the upstream fetch was cancelled"))
+                if transfer is None:  # (a filling fails its clients itself)
+                    await fetch.offer(exc if isinstance(exc, Exception) else
+                                      ConnectionAbortedError("the upstream fetch was cancelled"))
                 raise
-            finally:
-                response.release()
         finally:
+            if response is not None:
+                response.release()
+            if transfer is not None:
+                transfer.close()
             await asyncio.shield(asyncio.to_thread(lock.release))
 
 

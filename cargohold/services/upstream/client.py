@@ -103,9 +103,27 @@ class UpstreamClient:
             reason = response.reason or ""
             retry_after = response.headers.get("Retry-After")
             response.release()
-            raise self.error(status, f"{method} {path} answered {status} {reason}".strip(),
-                             retry_after)
+            raise self.refusal(method, path, status, reason, retry_after)
         return response
+
+    def refusal(self, method: str, path: str, status: int, reason: str,
+                retry_after: str | None) -> UpstreamError:
+        """The error for an answer of 400 and above."""
+        return self.error(status, f"{method} {path} answered {status} {reason}".strip(),
+                          retry_after)
+
+    def url(self, path: str) -> str:
+        return path if path.startswith(("http://", "https://")) else self.base_url + path
+
+    def authorization(self, repository: str | None) -> str | None:
+        """The Authorization header a request for `repository` carries now, if any (for a
+        transfer made outside the aiohttp session, see `blobreceive`)."""
+        token = self._auth.get(_token_key(repository, None))
+        return token.header if token is not None and token.expires > time.monotonic() else None
+
+    async def authenticate(self, challenge: str, repository: str | None) -> None:
+        """Answer a 401's WWW-Authenticate challenge for `repository` (cached as usual)."""
+        await self._authenticate(challenge, repository)
 
     async def _send(self, method: str, path: str, scope: str, headers: dict[str, str] | None,
                     data: Any = None) -> aiohttp.ClientResponse:
@@ -113,7 +131,7 @@ class UpstreamClient:
         token = self._auth.get(scope)
         if token is not None and token.expires > time.monotonic():
             all_headers["Authorization"] = token.header
-        url = path if path.startswith(("http://", "https://")) else self.base_url + path
+        url = self.url(path)
         try:
             return await self.session.request(method, url, headers=all_headers, data=data,
                                               allow_redirects=True)

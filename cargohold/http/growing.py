@@ -1,0 +1,144 @@
+"""Serving a blob from its upload file while the upstream transfer fills it (`Filling`).
+
+Over plain TCP with a known size the bytes go by sendfile on a thread of its own (uvloop has no
+`loop.sendfile`, and the socket is non-blocking: the thread polls it for room), never past what
+the transfer allows; the event loop only starts and ends the response. TLS connections and
+bodies of unannounced size take the loop: pread a piece, write it. Either way a failed transfer
+ends the response short (the connection is aborted), and a client that goes away only stops
+its own response: the transfer goes on and stores the blob.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import threading
+
+from aiohttp import web
+
+from cargohold.http.blobresponse import requested_range
+from cargohold.services.upstream.filling import WAIT_SLICE, Cancelled, Filling, in_thread
+
+log = logging.getLogger(__name__)
+PIECE = 1 << 20  # the loop's pread size
+STALL_SECONDS = 60.0  # a client that takes no bytes this long is given up
+
+
+class ClientGone(Exception):
+    """The client closed its connection or stopped reading."""
+
+
+async def send_filling(request: web.Request, filling: Filling, reader: int,
+                       headers: dict[str, str]) -> web.StreamResponse:
+    """Answer a blob GET from a filling upload file; `reader` (a descriptor of that file) is
+    this function's to close. A single Range is honoured when the upstream announced the size."""
+    owned: int | None = reader
+    try:
+        size = filling.size
+        span = requested_range(request, size) if size is not None else None
+        start, stop = span if span is not None else (0, size)
+        response = web.StreamResponse(status=206 if span is not None else 200, headers=headers)
+        if size is not None and stop is not None:
+            response.headers["Accept-Ranges"] = "bytes"
+            if span is not None:
+                response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+            response.content_length = stop - start
+        await response.prepare(request)
+        try:
+            sock = _raw_socket(request) if stop is not None and stop > start else None
+            if sock is not None:
+                owned = None  # the thread closes both descriptors
+                cancelled = threading.Event()
+                assert stop is not None
+                await in_thread(lambda: _sendfile(sock, reader, start, stop, filling, cancelled),
+                                "blob-sendfile", cancelled.set)
+            else:
+                await _copy(response, reader, start, stop, filling)
+        except ClientGone:
+            return response
+        except Exception as exc:
+            # Headers are out: cut the connection so the client sees an incomplete body.
+            log.warning("pull-through of %s failed mid-transfer: %s", request.path, exc)
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        await response.write_eof()
+        return response
+    finally:
+        if owned is not None:
+            os.close(owned)
+
+
+def _raw_socket(request: web.Request) -> int | None:
+    """A duplicate of the client's socket when bytes may be sendfile'd onto it: plain TCP, the
+    response's headers already handed to the kernel. None otherwise."""
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        raise ClientGone
+    if transport.get_extra_info("sslcontext") is not None \
+            or transport.get_extra_info("ssl_object") is not None:
+        return None
+    sock = transport.get_extra_info("socket")
+    if sock is None or transport.get_write_buffer_size() != 0:
+        return None
+    return os.dup(sock.fileno())
+
+
+def _sendfile(sock: int, reader: int, start: int, stop: int, filling: Filling,
+              cancelled: threading.Event) -> None:
+    """Send [start, stop) of the file as the transfer allows (a thread; closes both)."""
+    try:
+        offset = start
+        poller = select.poll()
+        poller.register(sock, select.POLLOUT)
+        while offset < stop:
+            try:
+                limit = filling.wait(offset, stop, cancelled)
+            except Cancelled:
+                raise ClientGone from None
+            if limit <= offset:
+                raise ConnectionAbortedError(f"the blob ended at {offset} of {stop} bytes")
+            while offset < limit:
+                try:
+                    sent = os.sendfile(sock, reader, offset, limit - offset)
+                except BlockingIOError:
+                    _await_room(poller, cancelled)
+                    continue
+                except (BrokenPipeError, ConnectionResetError) as exc:
+                    raise ClientGone from exc
+                if sent == 0:
+                    raise ConnectionAbortedError(f"the upload file ended at {offset} bytes")
+                offset += sent
+    finally:
+        os.close(sock)
+        os.close(reader)
+
+
+def _await_room(poller: select.poll, cancelled: threading.Event) -> None:
+    waited = 0.0
+    while not poller.poll(WAIT_SLICE * 1000):
+        waited += WAIT_SLICE
+        if cancelled.is_set() or waited >= STALL_SECONDS:
+            raise ClientGone
+
+
+async def _copy(response: web.StreamResponse, reader: int, start: int, stop: int | None,
+                filling: Filling) -> None:
+    offset = start
+    while stop is None or offset < stop:
+        limit = await filling.wait_async(offset, stop)
+        if limit <= offset:
+            if stop is None:
+                return  # the verified end of a body of unannounced size
+            raise ConnectionAbortedError(f"the blob ended at {offset} of {stop} bytes")
+        while offset < limit:
+            chunk = os.pread(reader, min(PIECE, limit - offset), offset)  # the page cache
+            if not chunk:
+                raise ConnectionAbortedError(f"the upload file ended at {offset} bytes")
+            try:
+                await response.write(chunk)
+            except (ConnectionError, RuntimeError) as exc:
+                raise ClientGone from exc
+            offset += len(chunk)
+
