@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from processhelpers import eventually, threads_and_fds
 from test_upstreams_cache import Cache, hashlib_digest, start_cache, upload_blob
 from upstreamhelpers import BIG_SIZE, FaultyUpstream, LoggedRegistry, big_digest, big_payload
 
@@ -62,15 +63,6 @@ def stored(cache: Cache, digest: str) -> bool:
 
 def uploads_left(cache: Cache) -> list[Path]:
     return list((cache.server.data_dir / "blobs" / "uploads").iterdir())
-
-
-def eventually(check: object, seconds: float = 20) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def pull(url: str, **headers: str) -> tuple[int, bytes, dict[str, str]]:
@@ -165,27 +157,12 @@ def test_a_failed_transfer_cuts_the_response_short_and_stores_nothing(
     assert eventually(lambda: uploads_left(cache) == [])
 
 
-def process_tree(pid: int) -> list[int]:
-    pids = [pid]
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-            if parent == pid:
-                pids.extend(process_tree(int(entry)))
-    return pids
+EXECUTOR_SLACK = 4
 
 
-def threads_and_fds(cache: Cache) -> tuple[int, int]:
+def server_threads_and_fds(cache: Cache) -> tuple[int, int]:
     assert cache.server.proc is not None
-    threads = fds = 0
-    for pid in process_tree(cache.server.proc.pid):
-        threads += len(os.listdir(f"/proc/{pid}/task"))
-        fds += len(os.listdir(f"/proc/{pid}/fd"))
-    return threads, fds
+    return threads_and_fds(cache.server.proc.pid)
 
 
 def test_a_client_that_leaves_midway_does_not_stop_the_store_nor_leak(
@@ -205,13 +182,14 @@ def test_a_client_that_leaves_midway_does_not_stop_the_store_nor_leak(
     leave_midway()  # the first sets up what stays (threads of the executors, connections)
     assert eventually(lambda: uploads_left(cache) == [])
     time.sleep(1)
-    baseline = threads_and_fds(cache)
+    baseline = server_threads_and_fds(cache)
     before = faulty.gets
-    for _ in range(3):
+    for _ in range(6):
         leave_midway()
-    assert faulty.gets == before + 3
+    assert faulty.gets == before + 6
     assert eventually(lambda: uploads_left(cache) == [])
-    # Transfer and sendfile threads end, and their descriptors are closed.
-    assert eventually(lambda: threads_and_fds(cache)[0] <= baseline[0]
-                      and threads_and_fds(cache)[1] <= baseline[1]), \
-        (baseline, threads_and_fds(cache))
+    # Transfer and sendfile threads end, and their descriptors are closed. (The executors'
+    # pools may still grow by a few threads, lazily, under a busy machine's timing.)
+    assert eventually(lambda: server_threads_and_fds(cache)[0] <= baseline[0] + EXECUTOR_SLACK
+                      and server_threads_and_fds(cache)[1] <= baseline[1]), \
+        (baseline, server_threads_and_fds(cache))

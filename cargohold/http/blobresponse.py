@@ -1,19 +1,23 @@
-"""Serving blob bytes: zero-copy `sendfile` from local files, or a stream from a remote store,
-with single-range requests."""
+"""Serving blob bytes: zero-copy `sendfile` from local files (`sendfile.py`), or a stream from
+a remote store, with single-range requests."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import web
 
+from cargohold.http.sendfile import SENT_KEY, ClientGone, SocketSender, raw_socket
+from cargohold.services.threads import in_thread
 from cargohold.wire.errors import ErrorCode, RegistryError
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# Below this a body is read and written on the loop: cheaper than a thread of its own.
+SENDFILE_MIN = 1 << 20
 
 
 def requested_range(request: web.Request, size: int) -> tuple[int, int] | None:
@@ -45,7 +49,8 @@ def requested_range(request: web.Request, size: int) -> tuple[int, int] | None:
 
 async def send_file(request: web.Request, path: Path, size: int,
                     headers: dict[str, str]) -> web.StreamResponse:
-    """Answer with the file's bytes (or the requested range) via sendfile."""
+    """Answer with the file's bytes (or the requested range): by sendfile on a thread for a
+    large body over plain TCP (`sendfile.py`), else read and written on the loop."""
     span = requested_range(request, size)
     start, stop = span if span is not None else (0, size)
     response = web.StreamResponse(status=206 if span is not None else 200, headers=headers)
@@ -54,20 +59,33 @@ async def send_file(request: web.Request, path: Path, size: int,
         response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
     response.content_length = stop - start
     with open(path, "rb") as handle:
-        writer = await response.prepare(request)
+        await response.prepare(request)
         if request.method != "HEAD" and stop > start:
             transport = request.transport
             if transport is None or transport.is_closing():
                 raise ConnectionResetError("client went away")
-            assert writer is not None
-            await writer.drain()
-            loop = asyncio.get_running_loop()
-            try:
-                await loop.sendfile(transport, handle, start, stop - start)
-            except NotImplementedError:
+            sock = raw_socket(request) if stop - start >= SENDFILE_MIN else None
+            if sock is None:
                 await _copy(response, handle, start, stop)
+            else:
+                reader, cancelled = os.dup(handle.fileno()), threading.Event()
+                try:
+                    await in_thread(lambda: _send(sock, reader, start, stop, cancelled),
+                                    "blob-sendfile", cancelled.set)
+                except (ClientGone, OSError):
+                    transport.abort()  # the body is short: the client must see it cut
+                    return response
+                request[SENT_KEY] = stop - start
     await response.write_eof()
     return response
+
+
+def _send(sock: int, reader: int, start: int, stop: int, cancelled: threading.Event) -> None:
+    try:
+        SocketSender(sock, cancelled).send(reader, start, stop)
+    finally:
+        os.close(sock)
+        os.close(reader)
 
 
 async def _copy(response: web.StreamResponse, handle: object, start: int, stop: int) -> None:

@@ -12,21 +12,17 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import threading
 
 from aiohttp import web
 
 from cargohold.http.blobresponse import requested_range
-from cargohold.services.upstream.filling import WAIT_SLICE, Cancelled, Filling, in_thread
+from cargohold.http.sendfile import SENT_KEY, ClientGone, SocketSender, raw_socket
+from cargohold.services.threads import in_thread
+from cargohold.services.upstream.filling import Cancelled, Filling
 
 log = logging.getLogger(__name__)
 PIECE = 1 << 20  # the loop's pread size
-STALL_SECONDS = 60.0  # a client that takes no bytes this long is given up
-
-
-class ClientGone(Exception):
-    """The client closed its connection or stopped reading."""
 
 
 async def send_filling(request: web.Request, filling: Filling, reader: int,
@@ -46,13 +42,14 @@ async def send_filling(request: web.Request, filling: Filling, reader: int,
             response.content_length = stop - start
         await response.prepare(request)
         try:
-            sock = _raw_socket(request) if stop is not None and stop > start else None
+            sock = raw_socket(request) if stop is not None and stop > start else None
             if sock is not None:
                 owned = None  # the thread closes both descriptors
                 cancelled = threading.Event()
                 assert stop is not None
                 await in_thread(lambda: _sendfile(sock, reader, start, stop, filling, cancelled),
                                 "blob-sendfile", cancelled.set)
+                request[SENT_KEY] = stop - start
             else:
                 await _copy(response, reader, start, stop, filling)
         except ClientGone:
@@ -70,28 +67,12 @@ async def send_filling(request: web.Request, filling: Filling, reader: int,
             os.close(owned)
 
 
-def _raw_socket(request: web.Request) -> int | None:
-    """A duplicate of the client's socket when bytes may be sendfile'd onto it: plain TCP, the
-    response's headers already handed to the kernel. None otherwise."""
-    transport = request.transport
-    if transport is None or transport.is_closing():
-        raise ClientGone
-    if transport.get_extra_info("sslcontext") is not None \
-            or transport.get_extra_info("ssl_object") is not None:
-        return None
-    sock = transport.get_extra_info("socket")
-    if sock is None or transport.get_write_buffer_size() != 0:
-        return None
-    return os.dup(sock.fileno())
-
-
 def _sendfile(sock: int, reader: int, start: int, stop: int, filling: Filling,
               cancelled: threading.Event) -> None:
     """Send [start, stop) of the file as the transfer allows (a thread; closes both)."""
     try:
+        sender = SocketSender(sock, cancelled)
         offset = start
-        poller = select.poll()
-        poller.register(sock, select.POLLOUT)
         while offset < stop:
             try:
                 limit = filling.wait(offset, stop, cancelled)
@@ -99,28 +80,11 @@ def _sendfile(sock: int, reader: int, start: int, stop: int, filling: Filling,
                 raise ClientGone from None
             if limit <= offset:
                 raise ConnectionAbortedError(f"the blob ended at {offset} of {stop} bytes")
-            while offset < limit:
-                try:
-                    sent = os.sendfile(sock, reader, offset, limit - offset)
-                except BlockingIOError:
-                    _await_room(poller, cancelled)
-                    continue
-                except (BrokenPipeError, ConnectionResetError) as exc:
-                    raise ClientGone from exc
-                if sent == 0:
-                    raise ConnectionAbortedError(f"the upload file ended at {offset} bytes")
-                offset += sent
+            sender.send(reader, offset, limit)
+            offset = limit
     finally:
         os.close(sock)
         os.close(reader)
-
-
-def _await_room(poller: select.poll, cancelled: threading.Event) -> None:
-    waited = 0.0
-    while not poller.poll(WAIT_SLICE * 1000):
-        waited += WAIT_SLICE
-        if cancelled.is_set() or waited >= STALL_SECONDS:
-            raise ClientGone
 
 
 async def _copy(response: web.StreamResponse, reader: int, start: int, stop: int | None,

@@ -21,6 +21,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
 from cargohold.http.keys import STORAGE_KEY
+from cargohold.http.sendfile import SENT_KEY
 from cargohold.services import metrics, requestcontext
 from cargohold.services.requestcontext import RequestContext
 
@@ -98,7 +99,7 @@ class AccessLogger(AbstractAccessLogger):
         route = route_template(request)
         status = str(response.status)
         received = request.content.total_bytes if request.body_exists else 0
-        sent = response.body_length
+        sent = response.body_length + request.get(SENT_KEY, 0)
         counted = _children(route, request.method, status)
         counted.requests.inc()
         counted.latency.observe(time)

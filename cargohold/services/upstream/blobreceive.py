@@ -22,8 +22,9 @@ import ssl
 import uuid
 from urllib.parse import urljoin, urlsplit
 
+from cargohold.services.threads import in_thread
 from cargohold.services.upstream.client import UpstreamClient, UpstreamError
-from cargohold.services.upstream.filling import Filling, in_thread
+from cargohold.services.upstream.filling import Filling
 from cargohold.storage.filesystem import WRITEBACK_EVERY, FilesystemBlobStore, start_writeback
 from cargohold.wire.digest import Digest
 

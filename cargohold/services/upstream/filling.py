@@ -13,10 +13,9 @@ import asyncio
 import contextlib
 import os
 import threading
-from collections.abc import Callable
-from typing import TypeVar
 
-T = TypeVar("T")
+from cargohold.services.threads import settle
+
 WAIT_SLICE = 0.5  # seconds a blocked thread waits before it looks at its cancel flag again
 
 
@@ -70,7 +69,7 @@ class Filling:
         waiters, self._waiters = self._waiters, []
         for loop, future in waiters:
             with contextlib.suppress(RuntimeError):  # that loop closed meanwhile
-                loop.call_soon_threadsafe(_settle, future, None, None)
+                loop.call_soon_threadsafe(settle, future, None, None)
 
     # -- the clients' side -------------------------------------------------------------------
 
@@ -110,41 +109,3 @@ class Filling:
                 future: asyncio.Future[None] = loop.create_future()
                 self._waiters.append((loop, future))
             await future
-
-
-def _settle(future: asyncio.Future[T], value: T | None, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(value)  # type: ignore[arg-type]
-
-
-async def in_thread(function: Callable[[], T], name: str,
-                    on_cancel: Callable[[], None] | None = None) -> T:
-    """Run a long blocking `function` on a thread of its own (not the default executor, whose
-    few threads the database calls need). When the caller is cancelled, `on_cancel` tells the
-    function to stop, and the thread is waited for before the cancellation goes on."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def run() -> None:
-        try:
-            result = function()
-        except BaseException as exc:  # handed to the awaiting coroutine
-            outcome: tuple[T | None, BaseException | None] = (None, exc)
-        else:
-            outcome = (result, None)
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (shutdown)
-            loop.call_soon_threadsafe(_settle, future, *outcome)
-
-    threading.Thread(target=run, name=name, daemon=True).start()
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        if on_cancel is not None:
-            on_cancel()
-        with contextlib.suppress(BaseException):
-            await future
-        raise
