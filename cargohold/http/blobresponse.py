@@ -58,6 +58,8 @@ async def send_file(request: web.Request, path: Path, size: int,
     if span is not None:
         response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
     response.content_length = stop - start
+    if request.method == "GET" and stop - start < SENDFILE_MIN:
+        return _small_body(response, path, start, stop)
     with open(path, "rb") as handle:
         await response.prepare(request)
         if request.method != "HEAD" and stop > start:
@@ -78,6 +80,20 @@ async def send_file(request: web.Request, path: Path, size: int,
                 request[SENT_KEY] = stop - start
     await response.write_eof()
     return response
+
+
+def _small_body(streamed: web.StreamResponse, path: Path, start: int,
+                stop: int) -> web.Response:
+    """A small body read whole (one page-cache read) and answered as a plain Response, whose
+    headers and body leave in one send."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        body = os.pread(fd, stop - start, start)
+    finally:
+        os.close(fd)
+    if len(body) != stop - start:
+        raise ConnectionAbortedError(f"{path} ended at {start + len(body)} of {stop} bytes")
+    return web.Response(status=streamed.status, headers=streamed.headers, body=body)
 
 
 def _send(sock: int, reader: int, start: int, stop: int, cancelled: threading.Event) -> None:
