@@ -44,6 +44,17 @@ class BlobStoreSettings(BaseModel):
     redirect: bool = Field(
         default=False, description="Blob GETs answer 307 to a short-lived presigned S3 URL.")
     redirect_expiry_seconds: int = Field(default=600, ge=1, le=7 * 24 * 3600)
+    # Large S3 reads as parallel ranged GETs (storage/s3_parts.py).
+    read_part_size: int = Field(
+        default=8 * 1024 * 1024, ge=256 * 1024,
+        description="Bytes per ranged GET when a large S3 object is read in parallel parts.")
+    read_window: int = Field(
+        default=4, ge=1, le=64,
+        description="Parts of one S3 read in flight at once; 1 reads with a single GET.")
+    read_budget: int = Field(
+        default=128 * 1024 * 1024, ge=0,
+        description="Bytes each worker process may read ahead in parts, across all reads; "
+                    "a read that finds it used up falls back to a single GET.")
 
 
 class Settings(BaseSettings):

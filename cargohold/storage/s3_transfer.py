@@ -22,6 +22,7 @@ import os
 import random
 import re
 import ssl
+import time
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
@@ -29,11 +30,15 @@ import aiohttp
 import yarl
 from botocore.exceptions import ClientError
 
+from cargohold.storage.s3_parts import ReadBudget, read_parts
+
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 4  # as botocore's "standard" retry mode
 READ_CHUNK = 1024 * 1024
 READ_BUFFER = 1024 * 1024  # aiohttp reads ahead up to about twice this per response
 URL_EXPIRY = 900
+URL_REUSE = 60  # seconds a presigned GetObject URL is reused, well within URL_EXPIRY
+URL_CACHE = 4096
 _RETRY_STATUS = {500, 502, 503, 504}
 _RETRY_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable",
                 "Throttling", "ThrottlingException"}
@@ -42,20 +47,42 @@ _XML_FIELD = re.compile(rb"<(Code|Message)>([^<]*)</\1>")
 
 
 class S3Transfer:
-    """Signed data requests to one bucket, over an aiohttp session of the running loop."""
+    """Signed data requests to one bucket, over an aiohttp session of the running loop.
 
-    def __init__(self, client: Any, bucket: str) -> None:
+    Reads longer than one part go as parallel ranged GETs (storage/s3_parts.py): `window`
+    parts of `part_size` bytes in flight, within `budget`, the bytes this process may read
+    ahead (a server holds one store, so one budget, per worker process).
+    """
+
+    def __init__(self, client: Any, bucket: str, part_size: int = 8 * 1024 * 1024,
+                 window: int = 4, budget: ReadBudget | None = None) -> None:
         self.client = client
         self.bucket = bucket
+        self.part_size = part_size
+        self.window = window
+        self.budget = budget if budget is not None else ReadBudget(32 * part_size)
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        self._signed: dict[tuple[str, str, str], tuple[float, yarl.URL]] = {}
 
     def _url(self, operation: str, method: str, **params: Any) -> yarl.URL:
-        url = self.client.generate_presigned_url(
+        """A presigned URL. A GetObject URL is reused for a while (signing costs about half a
+        millisecond; a pull signs one per part and per resume, popular blobs are read often);
+        the Range goes in a header, which the signature does not cover."""
+        cached = operation == "get_object" and len(params) == 1
+        if cached:
+            entry = self._signed.get((operation, method, params["Key"]))
+            if entry is not None and time.monotonic() - entry[0] < URL_REUSE:
+                return entry[1]
+        url = yarl.URL(self.client.generate_presigned_url(
             operation, Params={"Bucket": self.bucket, **params}, ExpiresIn=URL_EXPIRY,
-            HttpMethod=method)
-        return yarl.URL(url, encoded=True)
+            HttpMethod=method), encoded=True)
+        if cached:
+            if len(self._signed) >= URL_CACHE:
+                self._signed.clear()
+            self._signed[(operation, method, params["Key"])] = (time.monotonic(), url)
+        return url
 
     def _http(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -98,7 +125,29 @@ class S3Transfer:
         raise AssertionError("unreachable")
 
     async def get(self, key: str, start: int, end: int | None) -> AsyncIterator[bytes]:
-        """Bytes [start, end) of an object. A connection lost mid-way is resumed from where
+        """Bytes [start, end) of an object: in parallel parts when the range is longer than
+        one part and the budget allows, else with one GET."""
+        ahead = 0
+        if end is not None and self.window > 1 and end - start > self.part_size:
+            ahead = min(self.window * self.part_size, end - start)
+            if not self.budget.take(ahead):
+                ahead = 0
+        if not ahead:
+            async for chunk in self._get(key, start, end):
+                yield chunk
+            return
+        assert end is not None
+        try:
+            parts = read_parts(lambda lo, hi: self._get(key, lo, hi), start, end,
+                               self.part_size, self.window)
+            async with contextlib.aclosing(parts):
+                async for chunk in parts:
+                    yield chunk
+        finally:
+            self.budget.give(ahead)
+
+    async def _get(self, key: str, start: int, end: int | None) -> AsyncIterator[bytes]:
+        """Bytes [start, end) with one GET. A connection lost mid-way is resumed from where
         it stopped with a Range request, up to MAX_ATTEMPTS times."""
         position, failures = start, 0
         while True:
