@@ -93,7 +93,8 @@ class S3BlobStore:
         self.prefix = f"{prefix}/" if prefix else ""
         self.client = client if client is not None else make_client(settings)
         self.transfer = S3Transfer(self.client, self.bucket, settings.read_part_size,
-                                   settings.read_window, ReadBudget(settings.read_budget))
+                                   settings.read_window, ReadBudget(settings.read_budget),
+                                   settings.read_parallel_below * 1e6)
         self.description = f"s3://{self.bucket}/{self.prefix}"
         # botocore is synchronous: its calls run on a pool of their own, off the event loop.
         self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="s3")

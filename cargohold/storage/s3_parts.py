@@ -1,11 +1,12 @@
 """Reading one large object as parallel ranged GETs, its bytes delivered strictly in order.
 
-Why: one GET streams at the pace of one request through the store (a SeaweedFS or S3 server
-fetches its chunks one after the other, and TCP flow control stalls it whenever the client is
-slow to read). Like the AWS CRT and s5cmd, a large read is split into parts of `part_size`
-bytes, `window` of them in flight at once: the first part streams straight through as its
-bytes arrive, the next ones are read ahead into memory, and each part that is done makes room
-for the next one.
+Why: from a distant store (AWS S3: tens of milliseconds to the first byte, around 100 MB/s
+per connection) one GET is slow however fast the network is. Like the AWS CRT and s5cmd, the
+read goes on as parts of `part_size` bytes, `window` of them in flight at once: the open GET
+streams straight through up to the first part boundary, the next parts are read ahead into
+memory, and each part that is done makes room for the next one. S3Transfer.get only switches
+to parts when the single GET turns out slow: from a store close by (SeaweedFS on the same
+machine) one GET is as fast, and parts cost CPU (more requests, smaller reads, memory churn).
 
 Memory: a transfer holds at most `window` parts, a constant. Across transfers, a process-wide
 `ReadBudget` bounds the bytes that may be read ahead; a transfer that finds the budget used up
@@ -43,11 +44,17 @@ class ReadBudget:
         self.used -= amount
 
 
-async def read_parts(fetch: Fetch, start: int, end: int, part_size: int,
-                     window: int) -> AsyncIterator[bytes]:
-    """Bytes [start, end) fetched as `fetch(lo, hi)` parts, `window` at a time, in order."""
+async def read_parts(fetch: Fetch, start: int, end: int, part_size: int, window: int,
+                     head: AsyncIterator[bytes] | None = None,
+                     head_end: int | None = None) -> AsyncIterator[bytes]:
+    """Bytes [start, end) fetched as `fetch(lo, hi)` parts, `window` at a time, in order.
+
+    `head`, a stream already open at `start` (the single GET that turned out slow), serves
+    the bytes up to `head_end` while the parts after it are fetched; it is closed there.
+    """
     parts: deque[tuple[asyncio.Queue[Any], asyncio.Task[None]]] = deque()
-    position = start
+    position = start if head is None else min(max(head_end or start, start), end)
+    head_length = position - start
 
     def launch() -> None:
         nonlocal position
@@ -59,6 +66,9 @@ async def read_parts(fetch: Fetch, start: int, end: int, part_size: int,
     try:
         while position < end and len(parts) < window:
             launch()
+        if head is not None:
+            async for chunk in _until(head, head_length):
+                yield chunk
         while parts:
             queue = parts[0][0]
             while (item := await queue.get()) is not _DONE:
@@ -75,6 +85,22 @@ async def read_parts(fetch: Fetch, start: int, end: int, part_size: int,
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _until(head: AsyncIterator[bytes], length: int) -> AsyncIterator[bytes]:
+    """The first `length` bytes of `head`, which is closed after them."""
+    async with contextlib.aclosing(head):  # type: ignore[type-var]
+        if length <= 0:
+            return
+        async for chunk in head:
+            if len(chunk) >= length:
+                if length:
+                    yield chunk[:length] if len(chunk) > length else chunk
+                return
+            length -= len(chunk)
+            yield chunk
+    if length:
+        raise EOFError(f"the object ended {length} bytes early")
 
 
 async def _pump(fetch: Fetch, lo: int, hi: int, queue: asyncio.Queue[Any]) -> None:

@@ -49,17 +49,20 @@ _XML_FIELD = re.compile(rb"<(Code|Message)>([^<]*)</\1>")
 class S3Transfer:
     """Signed data requests to one bucket, over an aiohttp session of the running loop.
 
-    Reads longer than one part go as parallel ranged GETs (storage/s3_parts.py): `window`
-    parts of `part_size` bytes in flight, within `budget`, the bytes this process may read
-    ahead (a server holds one store, so one budget, per worker process).
+    A read longer than one part that starts slower than `parallel_below` bytes/s goes on as
+    parallel ranged GETs (storage/s3_parts.py): `window` parts of `part_size` bytes in flight,
+    within `budget`, the bytes this process may read ahead (a server holds one store, so one
+    budget, per worker process).
     """
 
     def __init__(self, client: Any, bucket: str, part_size: int = 8 * 1024 * 1024,
-                 window: int = 4, budget: ReadBudget | None = None) -> None:
+                 window: int = 4, budget: ReadBudget | None = None,
+                 parallel_below: float = 200e6) -> None:
         self.client = client
         self.bucket = bucket
         self.part_size = part_size
         self.window = window
+        self.parallel_below = parallel_below
         self.budget = budget if budget is not None else ReadBudget(32 * part_size)
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -125,26 +128,40 @@ class S3Transfer:
         raise AssertionError("unreachable")
 
     async def get(self, key: str, start: int, end: int | None) -> AsyncIterator[bytes]:
-        """Bytes [start, end) of an object: in parallel parts when the range is longer than
-        one part and the budget allows, else with one GET."""
-        ahead = 0
-        if end is not None and self.window > 1 and end - start > self.part_size:
-            ahead = min(self.window * self.part_size, end - start)
-            if not self.budget.take(ahead):
-                ahead = 0
-        if not ahead:
+        """Bytes [start, end) of an object, with one GET; if that GET delivers the first half
+        part slower than `parallel_below` bytes/s, the rest comes as parallel parts (when the
+        budget allows): a store close by is read with one request, a distant one faster."""
+        if (end is None or self.window < 2 or end - start <= self.part_size
+                or self.parallel_below <= 0):
             async for chunk in self._get(key, start, end):
                 yield chunk
             return
-        assert end is not None
-        try:
-            parts = read_parts(lambda lo, hi: self._get(key, lo, hi), start, end,
-                               self.part_size, self.window)
-            async with contextlib.aclosing(parts):
-                async for chunk in parts:
+        head = self._get(key, start, end)
+        async with contextlib.aclosing(head):
+            position, waited = start, 0.0
+            while position < start + self.part_size // 2:
+                began = time.monotonic()
+                chunk = await anext(head, None)
+                waited += time.monotonic() - began
+                if chunk is None:
+                    return
+                position += len(chunk)
+                yield chunk
+            ahead = min(self.window * self.part_size, end - position)
+            if ((position - start) >= self.parallel_below * waited or ahead <= 0
+                    or not self.budget.take(ahead)):
+                async for chunk in head:
                     yield chunk
-        finally:
-            self.budget.give(ahead)
+                return
+            try:
+                parts = read_parts(lambda lo, hi: self._get(key, lo, hi), position, end,
+                                   self.part_size, self.window, head,
+                                   start + self.part_size)
+                async with contextlib.aclosing(parts):
+                    async for chunk in parts:
+                        yield chunk
+            finally:
+                self.budget.give(ahead)
 
     async def _get(self, key: str, start: int, end: int | None) -> AsyncIterator[bytes]:
         """Bytes [start, end) with one GET. A connection lost mid-way is resumed from where
