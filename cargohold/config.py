@@ -47,9 +47,9 @@ class BlobStoreSettings(BaseModel):
     # Large S3 reads from a slow (distant) store go on as parallel ranged GETs
     # (storage/s3_parts.py); a store close by serves each read with one GET.
     read_parallel_below: float = Field(
-        default=200.0, ge=0,
-        description="MB/s: an S3 read whose first half part arrives slower than this goes on "
-                    "as parallel ranged GETs; 0: always one GET.")
+        default=100.0, ge=0,
+        description="MB/s: an S3 read whose first part streams slower than this goes on as "
+                    "parallel ranged GETs; 0: always one GET.")
     read_part_size: int = Field(
         default=8 * 1024 * 1024, ge=256 * 1024,
         description="Bytes per ranged GET when a large S3 object is read in parallel parts.")

@@ -24,7 +24,7 @@ from cargohold.storage.s3 import MIN_PART, S3BlobStore
 MiB = 1024 * 1024
 
 
-# "s3-parts": every read longer than 256 KiB goes on as parallel ranged GETs (a threshold
+# "s3-parts": every read longer than 512 KiB goes on as parallel ranged GETs (a threshold
 # no store reaches), 3 parts in flight: the contract holds for that read path too.
 PARTS = {"read_part_size": 256 * 1024, "read_window": 3, "read_parallel_below": 1e9}
 

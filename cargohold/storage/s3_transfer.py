@@ -57,7 +57,7 @@ class S3Transfer:
 
     def __init__(self, client: Any, bucket: str, part_size: int = 8 * 1024 * 1024,
                  window: int = 4, budget: ReadBudget | None = None,
-                 parallel_below: float = 200e6) -> None:
+                 parallel_below: float = 100e6) -> None:
         self.client = client
         self.bucket = bucket
         self.part_size = part_size
@@ -128,18 +128,23 @@ class S3Transfer:
         raise AssertionError("unreachable")
 
     async def get(self, key: str, start: int, end: int | None) -> AsyncIterator[bytes]:
-        """Bytes [start, end) of an object, with one GET; if that GET delivers the first half
-        part slower than `parallel_below` bytes/s, the rest comes as parallel parts (when the
-        budget allows): a store close by is read with one request, a distant one faster."""
-        if (end is None or self.window < 2 or end - start <= self.part_size
+        """Bytes [start, end) of an object, with one GET. If that GET streams its first part
+        slower than `parallel_below` bytes/s (from its first byte on, counting only the time
+        spent waiting for the store), the rest comes as parallel parts, when the budget
+        allows: a store close by is read with one request, a distant one faster."""
+        if (end is None or self.window < 2 or end - start <= 2 * self.part_size
                 or self.parallel_below <= 0):
             async for chunk in self._get(key, start, end):
                 yield chunk
             return
         head = self._get(key, start, end)
         async with contextlib.aclosing(head):
-            position, waited = start, 0.0
-            while position < start + self.part_size // 2:
+            first = await anext(head, None)  # the wait for the first byte is not counted
+            if first is None:
+                return
+            yield first
+            position, waited = start + len(first), 0.0
+            while position < start + self.part_size:
                 began = time.monotonic()
                 chunk = await anext(head, None)
                 waited += time.monotonic() - began
@@ -147,16 +152,17 @@ class S3Transfer:
                     return
                 position += len(chunk)
                 yield chunk
-            ahead = min(self.window * self.part_size, end - position)
-            if ((position - start) >= self.parallel_below * waited or ahead <= 0
-                    or not self.budget.take(ahead)):
+            boundary = min(position + self.part_size, end)
+            ahead = min(self.window * self.part_size, end - boundary)
+            if ((position - start - len(first)) >= self.parallel_below * waited
+                    or ahead <= 0 or not self.budget.take(ahead)):
                 async for chunk in head:
                     yield chunk
                 return
             try:
+                # The open GET goes on up to `boundary` while the parts after it start.
                 parts = read_parts(lambda lo, hi: self._get(key, lo, hi), position, end,
-                                   self.part_size, self.window, head,
-                                   start + self.part_size)
+                                   self.part_size, self.window, head, boundary)
                 async with contextlib.aclosing(parts):
                     async for chunk in parts:
                         yield chunk
