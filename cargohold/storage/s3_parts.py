@@ -5,8 +5,9 @@ per connection) one GET is slow however fast the network is. Like the AWS CRT an
 read goes on as parts of `part_size` bytes, `window` of them in flight at once: the open GET
 streams straight through up to the first part boundary, the next parts are read ahead into
 memory, and each part that is done makes room for the next one. S3Transfer.get only switches
-to parts when the single GET turns out slow: from a store close by (SeaweedFS on the same
-machine) one GET is as fast, and parts cost CPU (more requests, smaller reads, memory churn).
+to parts when the single GET turns out slower than `read_parallel_below` (off by default):
+from a store close by (SeaweedFS on the same machine) one GET is as fast, and parts cost CPU
+(more requests, smaller reads, memory churn).
 
 Memory: a transfer holds at most `window` parts, a constant. Across transfers, a process-wide
 `ReadBudget` bounds the bytes that may be read ahead; a transfer that finds the budget used up

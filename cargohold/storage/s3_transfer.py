@@ -57,7 +57,7 @@ class S3Transfer:
 
     def __init__(self, client: Any, bucket: str, part_size: int = 8 * 1024 * 1024,
                  window: int = 4, budget: ReadBudget | None = None,
-                 parallel_below: float = 100e6) -> None:
+                 parallel_below: float = 0.0) -> None:
         self.client = client
         self.bucket = bucket
         self.part_size = part_size
@@ -159,6 +159,8 @@ class S3Transfer:
                 async for chunk in head:
                     yield chunk
                 return
+            log.debug("reading s3 object %s in parts from byte %d: one GET gave %.0f MB/s",
+                      key, boundary, (position - start - len(first)) / max(waited, 1e-9) / 1e6)
             try:
                 # The open GET goes on up to `boundary` while the parts after it start.
                 parts = read_parts(lambda lo, hi: self._get(key, lo, hi), position, end,
