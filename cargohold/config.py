@@ -44,6 +44,23 @@ class BlobStoreSettings(BaseModel):
     redirect: bool = Field(
         default=False, description="Blob GETs answer 307 to a short-lived presigned S3 URL.")
     redirect_expiry_seconds: int = Field(default=600, ge=1, le=7 * 24 * 3600)
+    # Large S3 reads from a slow (distant) store can go on as parallel ranged GETs
+    # (storage/s3_parts.py). Off by default: from a store close by, one GET is as fast and
+    # parts cost CPU; for AWS S3 (about 100 MB/s per GET) try 100.
+    read_parallel_below: float = Field(
+        default=0.0, ge=0,
+        description="MB/s: an S3 read whose first part streams slower than this goes on as "
+                    "parallel ranged GETs; 0 (default): always one GET.")
+    read_part_size: int = Field(
+        default=8 * 1024 * 1024, ge=256 * 1024,
+        description="Bytes per ranged GET when a large S3 object is read in parallel parts.")
+    read_window: int = Field(
+        default=4, ge=1, le=64,
+        description="Parts of one S3 read in flight at once; 1 reads with a single GET.")
+    read_budget: int = Field(
+        default=128 * 1024 * 1024, ge=0,
+        description="Bytes each worker process may read ahead in parts, across all reads; "
+                    "a read that finds it used up falls back to a single GET.")
 
 
 class Settings(BaseSettings):

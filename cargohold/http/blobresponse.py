@@ -3,6 +3,7 @@ a remote store, with single-range requests."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -118,7 +119,12 @@ async def _copy(response: web.StreamResponse, handle: object, start: int, stop: 
 async def send_stream(request: web.Request, chunks: Callable[[int, int], AsyncIterator[bytes]],
                       size: int, headers: dict[str, str]) -> web.StreamResponse:
     """Answer with a blob streamed from a remote store (S3), honouring a single Range:
-    `chunks(start, stop)` yields those bytes; memory stays at one chunk."""
+    `chunks(start, stop)` yields those bytes (the store bounds what it holds).
+
+    The first chunk is awaited before the status line is sent, so a store that finds the
+    bytes absent (BlobMissing) still gets a proper error answer. The stream is closed when the
+    client goes away, which stops the store's requests at once.
+    """
     span = requested_range(request, size)
     start, stop = span if span is not None else (0, size)
     response = web.StreamResponse(status=206 if span is not None else 200, headers=headers)
@@ -126,9 +132,17 @@ async def send_stream(request: web.Request, chunks: Callable[[int, int], AsyncIt
     if span is not None:
         response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
     response.content_length = stop - start
-    await response.prepare(request)
-    if request.method != "HEAD" and stop > start:
-        async for chunk in chunks(start, stop):
+    if request.method == "HEAD" or stop <= start:
+        await response.prepare(request)
+        await response.write_eof()
+        return response
+    stream = chunks(start, stop)
+    async with contextlib.aclosing(stream):  # type: ignore[type-var]
+        first = await anext(stream, b"")
+        await response.prepare(request)
+        if first:
+            await response.write(first)
+        async for chunk in stream:
             await response.write(chunk)
     await response.write_eof()
     return response

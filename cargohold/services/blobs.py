@@ -22,16 +22,24 @@ class BlobService:
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
 
-    async def locate(self, repository: str, digest: str) -> tuple[Digest, BlobLocation]:
+    async def locate(self, repository: str, digest: str,
+                     check: bool = True) -> tuple[Digest, BlobLocation]:
+        """The blob's digest and location. `check=False` (a pull that reads the bytes next)
+        lets a remote store trust the recorded size: the read itself raises BlobMissing,
+        which `missing` turns into the same answer."""
         parsed = parse_digest(digest)
         size = await self.storage.read(self.storage.metadata.blob_size, repository, str(parsed))
         if size is None:
             raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(parsed)})
-        location = await self.storage.blobs.locate(str(parsed))
+        location = await self.storage.blobs.locate(str(parsed), None if check else size)
         if location is None:
-            log.error("blob %s is recorded but its bytes are missing", parsed)
-            raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(parsed)})
+            raise self.missing(parsed)
         return parsed, location
+
+    @staticmethod
+    def missing(digest: Digest) -> RegistryError:
+        log.error("blob %s is recorded but its bytes are missing", digest)
+        return RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(digest)})
 
     async def delete(self, repository: str, digest: str) -> None:
         """Unlink a blob from a repository; garbage collection removes bytes nobody links."""

@@ -42,6 +42,10 @@ class UploadMissing(Exception):
     """The upload's scratch data does not exist."""
 
 
+class BlobMissing(Exception):
+    """A blob's bytes are absent from the store (raised by `read` before its first byte)."""
+
+
 class BlobUnverified(Exception):
     """`write_blob`'s bytes did not match the digest: nothing was stored."""
 
@@ -84,11 +88,16 @@ class BlobStore(Protocol):
     async def check(self) -> None:
         """Raise when the store cannot be read and written."""
 
-    async def locate(self, digest: str) -> BlobLocation | None:
-        """Where the blob is, or None when its bytes are absent."""
+    async def locate(self, digest: str, size: int | None = None) -> BlobLocation | None:
+        """Where the blob is, or None when its bytes are absent.
+
+        `size`, the size the metadata records, lets a remote store answer without asking the
+        store (a round trip before every proxied pull); `read` then raises BlobMissing when
+        the bytes turn out to be absent.
+        """
 
     def read(self, digest: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        """Stream bytes [start, end) of a blob."""
+        """Stream bytes [start, end) of a blob; BlobMissing before the first byte when absent."""
 
     async def delete(self, digest: str) -> None:
         """Remove a blob's bytes (garbage collection only)."""

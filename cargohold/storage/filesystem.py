@@ -20,6 +20,7 @@ from pathlib import Path
 
 from cargohold.storage.blobstore import (
     BlobLocation,
+    BlobMissing,
     BlobUnverified,
     UploadConflict,
     UploadMissing,
@@ -89,8 +90,8 @@ class FilesystemBlobStore:
         probe.write_bytes(b"ok")
         probe.unlink()
 
-    async def locate(self, digest: str) -> BlobLocation | None:
-        path = self.blob_path(digest)
+    async def locate(self, digest: str, size: int | None = None) -> BlobLocation | None:
+        path = self.blob_path(digest)  # a stat is cheap: `size` is not needed
         try:
             size = path.stat().st_size
         except FileNotFoundError:
@@ -99,7 +100,11 @@ class FilesystemBlobStore:
 
     async def read(self, digest: str, start: int = 0,
                    end: int | None = None) -> AsyncIterator[bytes]:
-        with open(self.blob_path(digest), "rb") as handle:
+        try:
+            handle = open(self.blob_path(digest), "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            raise BlobMissing(digest) from None
+        with handle:
             handle.seek(start)
             remaining = None if end is None else end - start
             while remaining is None or remaining > 0:

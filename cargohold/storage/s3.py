@@ -38,7 +38,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from cargohold.config import BlobStoreSettings
-from cargohold.storage.blobstore import BlobLocation, BlobUnverified, UploadMissing
+from cargohold.storage.blobstore import BlobLocation, BlobMissing, BlobUnverified, UploadMissing
+from cargohold.storage.s3_parts import ReadBudget
 from cargohold.storage.s3_transfer import S3Transfer
 from cargohold.storage.s3_writes import write_object
 
@@ -91,7 +92,9 @@ class S3BlobStore:
         prefix = settings.prefix.strip("/")
         self.prefix = f"{prefix}/" if prefix else ""
         self.client = client if client is not None else make_client(settings)
-        self.transfer = S3Transfer(self.client, self.bucket)
+        self.transfer = S3Transfer(self.client, self.bucket, settings.read_part_size,
+                                   settings.read_window, ReadBudget(settings.read_budget),
+                                   settings.read_parallel_below * 1e6)
         self.description = f"s3://{self.bucket}/{self.prefix}"
         # botocore is synchronous: its calls run on a pool of their own, off the event loop.
         self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="s3")
@@ -116,7 +119,11 @@ class S3BlobStore:
     async def check(self) -> None:
         await self._call(self.client.head_bucket, Bucket=self.bucket)
 
-    async def locate(self, digest: str) -> BlobLocation | None:
+    async def locate(self, digest: str, size: int | None = None) -> BlobLocation | None:
+        if size is not None:
+            # The recorded size: no HeadObject round trip before the GET, which raises
+            # BlobMissing before its first byte if the object is gone after all.
+            return BlobLocation(path=None, size=size)
         try:
             size = await self.transfer.size(self.blob_key(digest))
         except ClientError as exc:
@@ -125,14 +132,29 @@ class S3BlobStore:
             raise
         return BlobLocation(path=None, size=size)
 
-    def read(self, digest: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        return self._stream(self.blob_key(digest), start, end)
+    async def read(self, digest: str, start: int = 0,
+                   end: int | None = None) -> AsyncIterator[bytes]:
+        chunks = self._stream(self.blob_key(digest), start, end)
+        async with contextlib.aclosing(chunks):
+            try:
+                first = await anext(chunks, None)
+            except ClientError as exc:
+                if _missing(exc):
+                    raise BlobMissing(digest) from exc
+                raise
+            if first is None:
+                return
+            yield first
+            async for chunk in chunks:
+                yield chunk
 
     async def _stream(self, key: str, start: int, end: int | None) -> AsyncIterator[bytes]:
         if end is not None and end <= start:
             return
-        async for chunk in self.transfer.get(key, start, end):
-            yield chunk
+        chunks = self.transfer.get(key, start, end)
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                yield chunk
 
     async def delete(self, digest: str) -> None:
         await self._call(self.client.delete_object, Bucket=self.bucket, Key=self.blob_key(digest))

@@ -22,6 +22,7 @@ import os
 import random
 import re
 import ssl
+import time
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
@@ -29,11 +30,15 @@ import aiohttp
 import yarl
 from botocore.exceptions import ClientError
 
+from cargohold.storage.s3_parts import ReadBudget, read_parts
+
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 4  # as botocore's "standard" retry mode
 READ_CHUNK = 1024 * 1024
 READ_BUFFER = 1024 * 1024  # aiohttp reads ahead up to about twice this per response
 URL_EXPIRY = 900
+URL_REUSE = 60  # seconds a presigned GetObject URL is reused, well within URL_EXPIRY
+URL_CACHE = 4096
 _RETRY_STATUS = {500, 502, 503, 504}
 _RETRY_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable",
                 "Throttling", "ThrottlingException"}
@@ -42,20 +47,45 @@ _XML_FIELD = re.compile(rb"<(Code|Message)>([^<]*)</\1>")
 
 
 class S3Transfer:
-    """Signed data requests to one bucket, over an aiohttp session of the running loop."""
+    """Signed data requests to one bucket, over an aiohttp session of the running loop.
 
-    def __init__(self, client: Any, bucket: str) -> None:
+    A read longer than one part that starts slower than `parallel_below` bytes/s goes on as
+    parallel ranged GETs (storage/s3_parts.py): `window` parts of `part_size` bytes in flight,
+    within `budget`, the bytes this process may read ahead (a server holds one store, so one
+    budget, per worker process).
+    """
+
+    def __init__(self, client: Any, bucket: str, part_size: int = 8 * 1024 * 1024,
+                 window: int = 4, budget: ReadBudget | None = None,
+                 parallel_below: float = 0.0) -> None:
         self.client = client
         self.bucket = bucket
+        self.part_size = part_size
+        self.window = window
+        self.parallel_below = parallel_below
+        self.budget = budget if budget is not None else ReadBudget(32 * part_size)
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        self._signed: dict[tuple[str, str, str], tuple[float, yarl.URL]] = {}
 
     def _url(self, operation: str, method: str, **params: Any) -> yarl.URL:
-        url = self.client.generate_presigned_url(
+        """A presigned URL. A GetObject URL is reused for a while (signing costs about half a
+        millisecond; a pull signs one per part and per resume, popular blobs are read often);
+        the Range goes in a header, which the signature does not cover."""
+        cached = operation == "get_object" and len(params) == 1
+        if cached:
+            entry = self._signed.get((operation, method, params["Key"]))
+            if entry is not None and time.monotonic() - entry[0] < URL_REUSE:
+                return entry[1]
+        url = yarl.URL(self.client.generate_presigned_url(
             operation, Params={"Bucket": self.bucket, **params}, ExpiresIn=URL_EXPIRY,
-            HttpMethod=method)
-        return yarl.URL(url, encoded=True)
+            HttpMethod=method), encoded=True)
+        if cached:
+            if len(self._signed) >= URL_CACHE:
+                self._signed.clear()
+            self._signed[(operation, method, params["Key"])] = (time.monotonic(), url)
+        return url
 
     def _http(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -98,7 +128,51 @@ class S3Transfer:
         raise AssertionError("unreachable")
 
     async def get(self, key: str, start: int, end: int | None) -> AsyncIterator[bytes]:
-        """Bytes [start, end) of an object. A connection lost mid-way is resumed from where
+        """Bytes [start, end) of an object, with one GET. If that GET streams its first part
+        slower than `parallel_below` bytes/s (from its first byte on, counting only the time
+        spent waiting for the store), the rest comes as parallel parts, when the budget
+        allows: a store close by is read with one request, a distant one faster."""
+        if (end is None or self.window < 2 or end - start <= 2 * self.part_size
+                or self.parallel_below <= 0):
+            async for chunk in self._get(key, start, end):
+                yield chunk
+            return
+        head = self._get(key, start, end)
+        async with contextlib.aclosing(head):
+            first = await anext(head, None)  # the wait for the first byte is not counted
+            if first is None:
+                return
+            yield first
+            position, waited = start + len(first), 0.0
+            while position < start + self.part_size:
+                began = time.monotonic()
+                chunk = await anext(head, None)
+                waited += time.monotonic() - began
+                if chunk is None:
+                    return
+                position += len(chunk)
+                yield chunk
+            boundary = min(position + self.part_size, end)
+            ahead = min(self.window * self.part_size, end - boundary)
+            if ((position - start - len(first)) >= self.parallel_below * waited
+                    or ahead <= 0 or not self.budget.take(ahead)):
+                async for chunk in head:
+                    yield chunk
+                return
+            log.debug("reading s3 object %s in parts from byte %d: one GET gave %.0f MB/s",
+                      key, boundary, (position - start - len(first)) / max(waited, 1e-9) / 1e6)
+            try:
+                # The open GET goes on up to `boundary` while the parts after it start.
+                parts = read_parts(lambda lo, hi: self._get(key, lo, hi), position, end,
+                                   self.part_size, self.window, head, boundary)
+                async with contextlib.aclosing(parts):
+                    async for chunk in parts:
+                        yield chunk
+            finally:
+                self.budget.give(ahead)
+
+    async def _get(self, key: str, start: int, end: int | None) -> AsyncIterator[bytes]:
+        """Bytes [start, end) with one GET. A connection lost mid-way is resumed from where
         it stopped with a Range request, up to MAX_ATTEMPTS times."""
         position, failures = start, 0
         while True:

@@ -23,6 +23,7 @@ from cargohold.http.v2.common import (
 from cargohold.services.actions import COMPLETE_UPLOAD, UPLOAD_PART
 from cargohold.services.blobs import UploadState
 from cargohold.services.mounts import mount
+from cargohold.storage.blobstore import BlobMissing
 from cargohold.wire.digest import parse_digest
 from cargohold.wire.errors import ErrorCode, RegistryError
 
@@ -32,7 +33,12 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     fetched = await cache.blob(request, name, request.match_info["digest"])
     if fetched is not None:
         return fetched
-    digest, location = await request.app[BLOBS_KEY].locate(name, request.match_info["digest"])
+    storage = request.app[STORAGE_KEY]
+    settings = storage.settings.blob_store
+    # A proxied GET reads the bytes right away: no separate existence check before it.
+    proxied = request.method == "GET" and not settings.redirect
+    blobs = request.app[BLOBS_KEY]
+    digest, location = await blobs.locate(name, request.match_info["digest"], check=not proxied)
     headers = {
         "Content-Type": "application/octet-stream",
         "Docker-Content-Digest": str(digest),
@@ -41,17 +47,18 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     }
     if location.path is not None:
         return await send_file(request, location.path, location.size, headers)
-    storage = request.app[STORAGE_KEY]
-    settings = storage.settings.blob_store
     if settings.redirect and request.method == "GET":
         url = storage.blobs.presign(str(digest), settings.redirect_expiry_seconds)
         if url is not None:
             # As the CNCF registry's redirect option: the store serves the bytes itself.
             return web.Response(status=307, headers={
                 "Location": url, "Docker-Content-Digest": str(digest), "Content-Length": "0"})
-    return await send_stream(
-        request, lambda start, stop: storage.blobs.read(str(digest), start, stop),
-        location.size, headers)
+    try:
+        return await send_stream(
+            request, lambda start, stop: storage.blobs.read(str(digest), start, stop),
+            location.size, headers)
+    except BlobMissing:
+        raise blobs.missing(digest) from None
 
 
 async def delete_blob(request: web.Request) -> web.Response:
