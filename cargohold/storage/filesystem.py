@@ -197,12 +197,17 @@ class FilesystemBlobStore:
             os.fsync(fd)
         finally:
             os.close(fd)
-        target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
             # Content-addressed: the same bytes are already in place (a concurrent push).
             source.unlink()
             return
-        os.replace(source, target)
+        try:
+            os.replace(source, target)
+        except FileNotFoundError:  # the first blob of its prefix: no directory yet
+            target.parent.mkdir(parents=True, exist_ok=True)
+            for level in (target.parent.parent, self.blob_root):  # the new entries themselves
+                _fsync_dir(level)
+            os.replace(source, target)
         _fsync_dir(target.parent)
 
     async def delete_upload(self, upload_id: str) -> None:
