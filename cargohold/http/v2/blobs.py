@@ -35,10 +35,12 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
         return fetched
     storage = request.app[STORAGE_KEY]
     settings = storage.settings.blob_store
-    # A proxied GET reads the bytes right away: no separate existence check before it.
-    proxied = request.method == "GET" and not settings.redirect
+    # A GET trusts the recorded size: a proxied one reads the bytes right away (and answers
+    # BLOB_UNKNOWN if they are gone), a redirected one hands the client to the store, which
+    # says so itself; no existence check before either (a round trip to S3). A HEAD checks.
     blobs = request.app[BLOBS_KEY]
-    digest, location = await blobs.locate(name, request.match_info["digest"], check=not proxied)
+    digest, location = await blobs.locate(name, request.match_info["digest"],
+                                          check=request.method != "GET")
     headers = {
         "Content-Type": "application/octet-stream",
         "Docker-Content-Digest": str(digest),
