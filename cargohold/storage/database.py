@@ -164,6 +164,16 @@ class Database:
         with raw_read(self.engine) as tx:
             yield tx
 
+    def loop_data_version(self) -> int | None:
+        """SQLite's data version on the loop's read connection, during a read on the loop
+        (`inline_read`); None elsewhere. It changes after any other connection commits."""
+        if not _READ_ON_LOOP.get():
+            return None
+        if self._loop_reader is None:
+            self._loop_reader = self.engine.raw_connection()  # held for the process's life
+        return int(self._loop_reader.dbapi_connection.execute(
+            "PRAGMA data_version").fetchone()[0])
+
     def inline_read(self, call: Callable[[], T]) -> T:
         """Run `call` (a store read) right here, on the event loop: SQLite only, where a WAL
         reader never waits for a writer (the caller checks `sqlite`)."""

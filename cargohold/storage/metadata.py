@@ -11,6 +11,7 @@ from sqlalchemy import Connection, bindparam, delete, select
 
 from cargohold.storage.database import Database
 from cargohold.storage.events import Change, Outbox
+from cargohold.storage.loop_cache import VersionedCache
 from cargohold.storage.manifest_writes import ManifestWrites
 from cargohold.storage.records import (
     DeclaredReference,
@@ -44,6 +45,7 @@ __all__ = [
 
 # Hot-path reads, built once: constructing a statement costs more than running it.
 # Hot-path reads, compiled once (sql.py).
+CACHED_BYTES = 16 * 1024  # manifests up to this size are remembered between reads on the loop
 _MANIFEST_COLUMNS = (manifests.c.digest, manifests.c.media_type, manifests.c.size,
                      manifests.c.content)
 _MANIFEST_BY_DIGEST = Prepared(
@@ -86,6 +88,7 @@ class MetadataStore(ManifestWrites):
         self._write = database.write
         # Events go to the outbox in the same transaction as the change they report.
         self.outbox = Outbox()
+        self._manifests: VersionedCache[ManifestRecord] = VersionedCache()  # loop_cache.py
 
     # -- repositories --------------------------------------------------------------------
 
@@ -132,6 +135,19 @@ class MetadataStore(ManifestWrites):
 
     def get_manifest(self, repository: str, *, digest: str | None = None,
                      tag: str | None = None) -> ManifestRecord | None:
+        version = self.database.loop_data_version()
+        key = (repository, digest, tag)
+        if version is not None:
+            cached = self._manifests.get(version, key)
+            if cached is not None:
+                return cached
+        record = self._read_manifest(repository, digest, tag)
+        if version is not None and record is not None and len(record.content) <= CACHED_BYTES:
+            self._manifests.put(version, key, record)
+        return record
+
+    def _read_manifest(self, repository: str, digest: str | None,
+                       tag: str | None) -> ManifestRecord | None:
         if tag is not None:
             statement, params = _MANIFEST_BY_TAG, {"repository": repository, "tag": tag}
         else:
