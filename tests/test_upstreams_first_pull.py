@@ -158,6 +158,7 @@ def test_a_failed_transfer_cuts_the_response_short_and_stores_nothing(
 
 
 EXECUTOR_SLACK = 4
+POOL_FD_SLACK = 3
 
 
 def server_threads_and_fds(cache: Cache) -> tuple[int, int]:
@@ -188,8 +189,10 @@ def test_a_client_that_leaves_midway_does_not_stop_the_store_nor_leak(
         leave_midway()
     assert faulty.gets == before + 6
     assert eventually(lambda: uploads_left(cache) == [])
-    # Transfer and sendfile threads end, and their descriptors are closed. (The executors'
-    # pools may still grow by a few threads, lazily, under a busy machine's timing.)
+    # Transfer and sendfile threads end, and their descriptors are closed. (The executors and
+    # the connection pool may still grow, lazily, under a busy machine's timing: a few threads,
+    # one more SQLite connection with its WAL and shared-memory files. A leak per transfer
+    # would pass these bounds after six rounds.)
     assert eventually(lambda: server_threads_and_fds(cache)[0] <= baseline[0] + EXECUTOR_SLACK
-                      and server_threads_and_fds(cache)[1] <= baseline[1]), \
+                      and server_threads_and_fds(cache)[1] <= baseline[1] + POOL_FD_SLACK), \
         (baseline, server_threads_and_fds(cache))
