@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import os
 import threading
 import uuid
 from collections import deque
@@ -24,33 +23,30 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 
+from cargohold.services.threads import settle
 from cargohold.services.upstream.client import UpstreamClient, UpstreamError
 from cargohold.storage.blobstore import BlobStore, BlobUnverified
 from cargohold.wire.digest import Digest
 
-BACKLOG = 8 << 20  # bytes received but not hashed (written) yet, before the receiver waits
+BACKLOG = 8 << 20  # bytes received but not hashed yet, before the receiver waits
 QUEUE_PIECES = 32  # pieces queued for the client (each at most one socket read)
 
 Deliver = Callable[[bytes | BaseException | None], Awaitable[None]]
 
 
 class PieceWorker:
-    """Hashes the pieces of a transfer on a thread of its own and, given a file descriptor,
-    writes them there too: `feed` hands a piece over without copying it and waits only when
-    the thread is more than BACKLOG bytes behind. The thread writes through its own duplicate
-    of the descriptor, so the caller may close its own at any time."""
+    """Hashes the pieces of a transfer on a thread of its own: `feed` hands a piece over
+    without copying it and waits only when the thread is more than BACKLOG bytes behind."""
 
-    def __init__(self, algorithm: str, fd: int | None = None) -> None:
+    def __init__(self, algorithm: str) -> None:
         self._hash = hashlib.new(algorithm)
-        self._fd = os.dup(fd) if fd is not None else None
         self._pieces: deque[bytes | None] = deque()
         self._ready = threading.Condition()
         self._fed = 0
         self._done_bytes = 0
         self._closed = False
-        self._error: BaseException | None = None
         self._loop = asyncio.get_running_loop()
-        self._done: asyncio.Future[str | BaseException] = self._loop.create_future()
+        self._done: asyncio.Future[str] = self._loop.create_future()
         self._thread = threading.Thread(target=self._run, name="upstream-fetch", daemon=True)
         self._thread.start()
 
@@ -63,27 +59,15 @@ class PieceWorker:
                     piece = self._pieces.popleft()
                 if piece is None:
                     break
-                if self._error is None and not self._closed:
-                    try:
-                        self._work(piece)
-                    except OSError as exc:  # a full disk: reported by `result`
-                        self._error = exc
+                if not self._closed:
+                    self._hash.update(piece)  # releases the GIL
                 with self._ready:
                     self._done_bytes += len(piece)
                     self._ready.notify_all()
         finally:
-            if self._fd is not None:
-                os.close(self._fd)
-            outcome = self._error or self._hash.hexdigest()
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (shutdown)
-                self._loop.call_soon_threadsafe(_resolve, self._done, outcome)
-
-    def _work(self, piece: bytes) -> None:
-        self._hash.update(piece)  # releases the GIL, as os.write does
-        if self._fd is not None:
-            view = memoryview(piece)
-            while view:
-                view = view[os.write(self._fd, view):]
+                self._loop.call_soon_threadsafe(settle, self._done, self._hash.hexdigest(),
+                                                None)
 
     def _push(self, piece: bytes | None) -> None:
         with self._ready:
@@ -102,12 +86,9 @@ class PieceWorker:
             await asyncio.to_thread(self._wait_below, BACKLOG // 2)
 
     async def result(self) -> str:
-        """The hex digest, once every piece fed is hashed (and written)."""
+        """The hex digest, once every piece fed is hashed."""
         self._push(None)
-        outcome = await self._done
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
+        return await self._done
 
     def close(self) -> None:
         """Stop the thread (pieces not yet taken are skipped); the result is not wanted."""
@@ -116,11 +97,6 @@ class PieceWorker:
             self._pieces.clear()
             self._pieces.append(None)
             self._ready.notify_all()
-
-
-def _resolve(future: asyncio.Future[str | BaseException], value: str | BaseException) -> None:
-    if not future.done():
-        future.set_result(value)
 
 
 async def tee(blobs: BlobStore, client: UpstreamClient, response: aiohttp.ClientResponse,
@@ -207,15 +183,8 @@ class _Tee:
         try:
             await blobs.create_upload(upload_id)
             async with blobs.open_upload(upload_id) as writer:
-                # A local upload file (the filesystem store's writer has its descriptor) is
-                # written on the worker thread with the hash: the copy stays off the loop.
-                fd = getattr(writer, "fd", None)
-                worker = PieceWorker(self.digest.algorithm, fd if isinstance(fd, int) else None)
-                if isinstance(fd, int):
-                    async for _ in self.relay(worker):
-                        pass
-                else:
-                    await writer.write_at(0, self.relay(worker))
+                worker = PieceWorker(self.digest.algorithm)
+                await writer.write_at(0, self.relay(worker))
                 error = self.problem(await worker.result())
             if error is not None:
                 raise error
