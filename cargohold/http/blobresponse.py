@@ -48,10 +48,10 @@ def requested_range(request: web.Request, size: int) -> tuple[int, int] | None:
     return start, stop
 
 
-async def send_file(request: web.Request, path: Path, size: int,
-                    headers: dict[str, str]) -> web.StreamResponse:
-    """Answer with the file's bytes (or the requested range): by sendfile on a thread for a
-    large body over plain TCP (`sendfile.py`), else read and written on the loop."""
+def ranged_response(request: web.Request, size: int,
+                    headers: dict[str, str]) -> tuple[web.StreamResponse, int, int]:
+    """The response to a GET or HEAD of `size` bytes, honouring a single Range, and the
+    [start, stop) it answers with."""
     span = requested_range(request, size)
     start, stop = span if span is not None else (0, size)
     response = web.StreamResponse(status=206 if span is not None else 200, headers=headers)
@@ -59,6 +59,14 @@ async def send_file(request: web.Request, path: Path, size: int,
     if span is not None:
         response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
     response.content_length = stop - start
+    return response, start, stop
+
+
+async def send_file(request: web.Request, path: Path, size: int,
+                    headers: dict[str, str]) -> web.StreamResponse:
+    """Answer with the file's bytes (or the requested range): by sendfile on a thread for a
+    large body over plain TCP (`sendfile.py`), else read and written on the loop."""
+    response, start, stop = ranged_response(request, size, headers)
     if request.method == "GET" and stop - start < SENDFILE_MIN:
         return _small_body(response, path, start, stop)
     with open(path, "rb") as handle:
@@ -67,7 +75,7 @@ async def send_file(request: web.Request, path: Path, size: int,
             transport = request.transport
             if transport is None or transport.is_closing():
                 raise ConnectionResetError("client went away")
-            sock = raw_socket(request) if stop - start >= SENDFILE_MIN else None
+            sock = raw_socket(request)  # small GETs left above: this body is large
             if sock is None:
                 await _copy(response, handle, start, stop)
             else:
@@ -125,13 +133,7 @@ async def send_stream(request: web.Request, chunks: Callable[[int, int], AsyncIt
     bytes absent (BlobMissing) still gets a proper error answer. The stream is closed when the
     client goes away, which stops the store's requests at once.
     """
-    span = requested_range(request, size)
-    start, stop = span if span is not None else (0, size)
-    response = web.StreamResponse(status=206 if span is not None else 200, headers=headers)
-    response.headers["Accept-Ranges"] = "bytes"
-    if span is not None:
-        response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
-    response.content_length = stop - start
+    response, start, stop = ranged_response(request, size, headers)
     if request.method == "HEAD" or stop <= start:
         await response.prepare(request)
         await response.write_eof()

@@ -16,7 +16,7 @@ import threading
 
 from aiohttp import web
 
-from cargohold.http.blobresponse import requested_range
+from cargohold.http.blobresponse import ranged_response
 from cargohold.http.sendfile import SENT_KEY, ClientGone, SocketSender, raw_socket
 from cargohold.services.threads import in_thread
 from cargohold.services.upstream.filling import Cancelled, Filling
@@ -31,15 +31,12 @@ async def send_filling(request: web.Request, filling: Filling, reader: int,
     this function's to close. A single Range is honoured when the upstream announced the size."""
     owned: int | None = reader
     try:
-        size = filling.size
-        span = requested_range(request, size) if size is not None else None
-        start, stop = span if span is not None else (0, size)
-        response = web.StreamResponse(status=206 if span is not None else 200, headers=headers)
-        if size is not None and stop is not None:
-            response.headers["Accept-Ranges"] = "bytes"
-            if span is not None:
-                response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
-            response.content_length = stop - start
+        start: int = 0
+        stop: int | None = None
+        if filling.size is None:  # unannounced: the whole body, as long as it turns out
+            response = web.StreamResponse(status=200, headers=headers)
+        else:
+            response, start, stop = ranged_response(request, filling.size, headers)
         await response.prepare(request)
         try:
             sock = raw_socket(request) if stop is not None and stop > start else None

@@ -16,9 +16,10 @@ import threading
 
 from aiohttp import web
 
+from cargohold.services.threads import WAIT_SLICE
+
 # Bytes a response sent by sendfile, which aiohttp's writer doesn't see (the access log adds it).
 SENT_KEY = "cargohold.sendfile_bytes"
-WAIT_SLICE = 0.5  # seconds a blocked thread waits before it looks at its cancel flag again
 STALL_SECONDS = 60.0  # a client that takes no bytes this long is given up
 
 

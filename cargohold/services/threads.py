@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 T = TypeVar("T")
+WAIT_SLICE = 0.5  # seconds a blocked thread waits before it looks at its cancel flag again
 
 
 def settle(future: asyncio.Future[T], value: T | None, error: BaseException | None) -> None:

@@ -14,9 +14,7 @@ import contextlib
 import os
 import threading
 
-from cargohold.services.threads import settle
-
-WAIT_SLICE = 0.5  # seconds a blocked thread waits before it looks at its cancel flag again
+from cargohold.services.threads import WAIT_SLICE, settle
 
 
 class Cancelled(Exception):
