@@ -81,8 +81,8 @@ class Database:
             raise ValueError(f"unsupported database URL {url!r} (use sqlite:/// or postgresql://)")
         is_postgres = self.engine.dialect.name == "postgresql"
         # SQLite: one writer at a time across threads and processes (sqlite_writer.py).
-        self._write_lock: AbstractContextManager[object] = (
-            nullcontext() if is_postgres else WriterLock(url))
+        self._writer = None if is_postgres else WriterLock(url)
+        self._write_lock: AbstractContextManager[object] = self._writer or nullcontext()
         self.insert: Callable[[Table], Any] = postgresql.insert if is_postgres else sqlite.insert
         self._begin = None if is_postgres else BEGIN_IMMEDIATE
         self.sqlite = not is_postgres
@@ -200,7 +200,9 @@ class Database:
         (`WouldBlock` for one that needs more than the fast path: run it alone). On the
         event loop (`on_loop`) it raises WouldBlock, having run nothing, when it would wait.
         """
-        if not self._write_lock.acquire(blocking=not on_loop):  # type: ignore[attr-defined]
+        writer = self._writer
+        assert writer is not None, "group commit is SQLite's"
+        if not writer.acquire(blocking=not on_loop):
             raise WouldBlock
         held = None
         try:
@@ -237,7 +239,7 @@ class Database:
         finally:
             if held is not None:
                 held.close()
-            self._write_lock.release()  # type: ignore[attr-defined]
+            writer.release()
 
 
 def _busy(error: BaseException | None) -> bool:
