@@ -51,6 +51,12 @@ class Ledger:
         self.acks = 0
         self.enough = threading.Event()
 
+    def stored(self, data: bytes) -> None:
+        """A blob the server answered 201 for."""
+        with self.lock:
+            self.blobs[sha256(data)] = data
+        self.ack()
+
     def ack(self) -> None:
         with self.lock:
             self.acks += 1
@@ -68,9 +74,7 @@ def single_posts(session: requests.Session, base: str, ledger: Ledger, index: in
                               headers={"Content-Type": "application/octet-stream"})
         if answer.status_code != 201:
             return
-        with ledger.lock:
-            ledger.blobs[sha256(data)] = data
-        ledger.ack()
+        ledger.stored(data)
 
 
 def big_puts(session: requests.Session, base: str, ledger: Ledger, index: int) -> None:
@@ -84,9 +88,7 @@ def big_puts(session: requests.Session, base: str, ledger: Ledger, index: int) -
                           headers={"Content-Type": "application/octet-stream"})
         if put.status_code != 201:
             return
-        with ledger.lock:
-            ledger.blobs[sha256(data)] = data
-        ledger.ack()
+        ledger.stored(data)
 
 
 def chunked(session: requests.Session, base: str, ledger: Ledger, index: int) -> None:
@@ -116,8 +118,7 @@ def chunked(session: requests.Session, base: str, ledger: Ledger, index: int) ->
             return
         with ledger.lock:
             del ledger.chunked[key]
-            ledger.blobs[sha256(data)] = data
-        ledger.ack()
+        ledger.stored(data)
 
 
 def test_acknowledged_uploads_survive_kill_9(make_registry: Any) -> None:
