@@ -17,6 +17,11 @@ from tests.conftest import free_port
     ("port = \n", "invalid configuration file"),
     ("no_such_setting = 1\n", "no_such_setting"),
     ('gc_grace = "ten minutes"\n', "gc_grace"),
+    # The S3 read-ahead knobs are bounded: no part below 256 KiB, 1-64 parts in flight.
+    ("[blob_store]\nread_window = 0\n", "read_window"),
+    ("[blob_store]\nread_part_size = 1024\n", "read_part_size"),
+    ("[blob_store]\nread_parallel_below = -1\n", "read_parallel_below"),
+    ("[blob_store]\nread_budget = -1\n", "read_budget"),
 ])
 def test_bad_configuration_is_one_clear_message(tmp_path: Path, text: str,
                                                 message: str) -> None:
