@@ -3,18 +3,13 @@ waiting for a condition to hold."""
 
 from __future__ import annotations
 
+import functools
 import os
-import time
-from collections.abc import Callable
 
+from clihelpers import wait_for
 
-def eventually(check: Callable[[], object], seconds: float = 20) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return False
+# Wait up to 20 s for a condition: clihelpers.wait_for's loop.
+eventually = functools.partial(wait_for, timeout=20)
 
 
 def process_tree(pid: int) -> list[int]:
