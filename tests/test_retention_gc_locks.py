@@ -7,14 +7,16 @@ import itertools
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
+import sqlalchemy as sa
 
 from cargohold.storage.database import Database
 from cargohold.storage.maintenance import MaintenanceStore
-from cargohold.storage.metadata import now_us
+from cargohold.storage.metadata import MetadataStore, now_us
 from tests.dbfixtures import database_url, postgres_available
 from tests.ocihelpers import assert_blob, build_image, push
 from tests.retentionhelpers import store_files
@@ -92,3 +94,40 @@ def test_gc_runs_one_at_a_time_across_nodes_and_workers(make_registry, database:
     for node in nodes:
         for digest, data in kept.blobs.items():
             assert_blob(node.url, repo, digest, data)
+
+
+def test_mount_takes_the_links_in_the_order_collection_does(tmp_path: Path) -> None:
+    """A mount into a repository that already links the blob, racing a collection batch that
+    holds the target's link (the lower key) and will next lock the source's: the mount must
+    wait without holding the source's link, or the two deadlock (PostgreSQL aborts one)."""
+    if not os.environ.get("CI") and not postgres_available():
+        pytest.skip("PostgreSQL not reachable")
+    digest = "sha256:" + "ab" * 32
+    with database_url("postgresql", tmp_path) as url:
+        db, collector = Database(url), sa.create_engine(url)
+        try:
+            db.migrate()
+            store = MetadataStore(db)
+            store.link_blob("mounts/target", digest, 3, create=True)  # the lower id
+            store.link_blob("mounts/source", digest, 3, create=True)
+            with collector.connect() as gc:
+                ids = dict(gc.execute(sa.text("SELECT name, id FROM repositories")).all())
+                assert ids["mounts/target"] < ids["mounts/source"]
+                lock = sa.text("SELECT 1 FROM repository_blobs WHERE repository_id = :id"
+                               " AND digest = :digest FOR UPDATE NOWAIT")
+                gc.execute(lock, {"id": ids["mounts/target"], "digest": digest})
+                with ThreadPoolExecutor(1) as pool:
+                    mounted = pool.submit(store.mount_blob, "mounts/target", "mounts/source",
+                                          digest, create=True)
+                    deadline = time.monotonic() + 10
+                    while not gc.execute(sa.text(
+                            "SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar():
+                        assert time.monotonic() < deadline, "the mount never waited"
+                        time.sleep(0.02)
+                    # The batch's next lock: free, because the waiting mount holds nothing.
+                    gc.execute(lock, {"id": ids["mounts/source"], "digest": digest})
+                    gc.commit()
+                    assert mounted.result(timeout=10) is True
+        finally:
+            db.dispose()
+            collector.dispose()

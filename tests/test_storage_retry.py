@@ -1,4 +1,5 @@
-"""A write that lost a race on a constraint is run again; one that keeps failing is not hidden."""
+"""A write that lost a race (a constraint, a deadlock the server broke) is run again; one that
+keeps failing, or fails otherwise, is not hidden."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from sqlalchemy.exc import IntegrityError
+from psycopg import errors
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from cargohold.config import load_settings
 from cargohold.services.storage import CONFLICT_RETRIES, Storage
@@ -45,5 +47,40 @@ def test_persistent_conflict_is_raised(tmp_path: Path) -> None:
         with pytest.raises(IntegrityError):
             asyncio.run(storage.db(always))
         assert len(calls) == CONFLICT_RETRIES
+    finally:
+        storage.close()
+
+
+@pytest.mark.parametrize("error", [errors.DeadlockDetected, errors.SerializationFailure])
+def test_transaction_the_server_broke_a_deadlock_with_is_retried(
+        tmp_path: Path, error: type[Exception]) -> None:
+    storage = _storage(tmp_path)
+    calls: list[int] = []
+
+    def loser() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("UPDATE", {}, error("rolled back"))
+        return "done"
+
+    try:
+        assert asyncio.run(storage.db(loser)) == "done"
+        assert len(calls) == 2
+    finally:
+        storage.close()
+
+
+def test_other_database_errors_are_not_retried(tmp_path: Path) -> None:
+    storage = _storage(tmp_path)
+    calls: list[int] = []
+
+    def broken() -> None:
+        calls.append(1)
+        raise OperationalError("SELECT", {}, errors.LockNotAvailable("busy"))
+
+    try:
+        with pytest.raises(OperationalError):
+            asyncio.run(storage.db(broken))
+        assert len(calls) == 1
     finally:
         storage.close()

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from cargohold.config import Settings
 from cargohold.services.group_commit import GroupCommit
@@ -26,6 +26,16 @@ from cargohold.storage.secrets import ServerKeys
 
 log = logging.getLogger(__name__)
 CONFLICT_RETRIES = 3
+# PostgreSQL's deadlock_detected and serialization_failure: the database rolled the whole
+# transaction back so that another could go on; running it again is the documented answer.
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def lost_race(exc: DBAPIError) -> bool:
+    """Whether a failed transaction lost a race (a constraint, a deadlock, a serialization
+    failure) and was rolled back whole: then it may simply run again."""
+    return (isinstance(exc, IntegrityError)
+            or getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES)
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -57,9 +67,9 @@ class Storage:
     async def db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a store call off the event loop (writes, and anything that may wait).
 
-        A transaction that lost a race on a constraint (PostgreSQL runs writers concurrently:
-        a repository deleted while a push links a blob into it) was rolled back whole, so it
-        is run again, up to three times, against the state the winner left.
+        A transaction that lost a race (PostgreSQL runs writers concurrently: a repository
+        deleted while a push links a blob into it, or a deadlock the server broke) was rolled
+        back whole, so it is run again, up to three times, against the state the winner left.
         """
         loop = asyncio.get_running_loop()
         # The call sees the request's context (its id and caller, for audit and event rows).
@@ -67,8 +77,8 @@ class Storage:
         for attempt in range(CONFLICT_RETRIES):
             try:
                 return await loop.run_in_executor(self._executor, call)
-            except IntegrityError:
-                if attempt == CONFLICT_RETRIES - 1:
+            except DBAPIError as exc:
+                if attempt == CONFLICT_RETRIES - 1 or not lost_race(exc):
                     raise
                 log.info("retrying %s after a conflicting concurrent write",
                          getattr(fn, "__name__", fn))

@@ -7,7 +7,7 @@ the hot paths run on sql.py's fast path.
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, bindparam, delete, select
+from sqlalchemy import Connection, bindparam, delete, or_, select
 
 from cargohold.storage.database import Database
 from cargohold.storage.events import Change, Outbox
@@ -76,6 +76,19 @@ _BLOB_SIZE = Prepared(_LINKED_BLOB)
 # FOR SHARE of the source's link: garbage collection cannot unlink (and so delete) the blob
 # while a mount links it elsewhere.
 _MOUNTABLE_BLOB_SIZE = Prepared(_LINKED_BLOB.with_for_update(read=True, of=repository_blobs))
+# PostgreSQL: a mount locks the source's and the target's links of the blob before it reads or
+# writes either, in key order, as a collection batch locks the links it unlinks. Taking the
+# source's first and the target's at its upsert could deadlock with a batch that holds the
+# target's (the lower key) and waits for the source's.
+_MOUNT_LINKS_LOCK = Prepared(
+    select(repository_blobs.c.repository_id)
+    .where(repository_blobs.c.digest == bindparam("digest"),
+           or_(repository_blobs.c.repository_id == bindparam("target_id"),
+               repository_blobs.c.repository_id.in_(
+                   select(repositories.c.id)
+                   .where(repositories.c.name == bindparam("repository")))))
+    .order_by(repository_blobs.c.repository_id)
+    .with_for_update())
 
 
 class MetadataStore(ManifestWrites):
@@ -114,11 +127,19 @@ class MetadataStore(ManifestWrites):
 
     def mount_blob(self, repository: str, source: str, digest: str, *, create: bool) -> bool:
         """Link a blob that `source` holds into `repository`; False when source lacks it."""
+        postgres = not self.database.sqlite
+
         def unit(tx: Tx) -> bool:
+            target_id = tx.scalar(REPOSITORY_ID, {"name": repository})
+            if postgres:  # (a target that does not exist yet has no link to lock)
+                tx.execute(_MOUNT_LINKS_LOCK, {"repository": source, "digest": digest,
+                                               "target_id": -1 if target_id is None else target_id})
             size = tx.scalar(_MOUNTABLE_BLOB_SIZE, {"repository": source, "digest": digest})
             if size is None:
                 return False
-            self._link_blob(tx, self._ensure_repository(tx, repository, create), digest, size)
+            if target_id is None:
+                target_id = self._ensure_repository(tx, repository, create)
+            self._link_blob(tx, int(target_id), digest, size)
             return True
         return self.database.transaction(unit)
 
