@@ -39,7 +39,7 @@ def prepare(settings: Settings) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     storage = Storage.from_settings(settings)
     try:
-        storage.database.migrate()
+        _migrate_in_child(storage)
         written = bootstrap_administrator(identity_service(storage), settings.data_dir)
         if written is not None:
             log.info("administrator access key written to %s (AWS shared-credentials format)",
@@ -49,6 +49,23 @@ def prepare(settings: Settings) -> None:
     if settings.anonymous:
         log.warning("!!! --anonymous: ANYONE can push, pull and delete in this registry without "
                     "credentials. For local experiments only. !!!")
+
+
+def _migrate_in_child(storage: Storage) -> None:
+    """Migrate the schema in a short-lived child process: alembic and its templates (~10 MiB
+    of modules) never enter this process, nor the workers it forks, whose resident memory
+    counts every page they inherit."""
+    def migrate() -> None:
+        try:
+            storage.database.migrate()
+        finally:
+            storage.database.dispose()
+
+    child = multiprocessing.get_context("fork").Process(target=migrate, name="migrate")
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise SystemExit(f"cargohold: migrating the database failed (exit code {child.exitcode})")
 
 
 def _create_private_sqlite_file(url: str) -> None:

@@ -15,8 +15,6 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
@@ -92,6 +90,10 @@ class Database:
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (idempotent; safe at every start)."""
+        # Imported here: alembic and mako (~10 MiB) stay out of the processes that only serve.
+        from alembic import command
+        from alembic.config import Config
+
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         engine = self.engine
