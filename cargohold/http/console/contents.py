@@ -8,13 +8,11 @@ then cleaned by nh3.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from typing import TYPE_CHECKING, Any
 
-import nh3
-import yaml
 from aiohttp import web
-from markdown_it import MarkdownIt
 
 from cargohold.http.console.archives import (
     ArchiveRefused,
@@ -33,12 +31,22 @@ OPA_LAYERS = ("application/vnd.cncf.openpolicyagent.layer.v1.tar+gzip",
 IMAGE_CONFIGS = ("application/vnd.oci.image.config.v1+json",
                  "application/vnd.docker.container.image.v1+json")
 MAX_CONFIG = 1024 * 1024
-_MARKDOWN = MarkdownIt("commonmark", {"html": False, "linkify": False})
+
+
+@functools.cache
+def _markdown() -> Any:
+    """The renderer, built on first use: markdown-it, nh3 and PyYAML (~3 MiB) load only in a
+    worker that shows a chart, not in every worker."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False, "linkify": False})
 
 
 def render_markdown(text: str) -> str:
     """Markdown to HTML that cannot run anything: no raw HTML in, nh3's allow-list out."""
-    return nh3.clean(_MARKDOWN.render(text), url_schemes={"http", "https", "mailto"},
+    import nh3
+
+    return nh3.clean(_markdown().render(text), url_schemes={"http", "https", "mailto"},
                      link_rel="noopener noreferrer nofollow")
 
 
@@ -64,6 +72,8 @@ def _text(data: bytes | None) -> str:
 
 
 def _chart_fields(data: bytes | None) -> dict[str, Any]:
+    import yaml
+
     try:
         document = yaml.safe_load(_text(data)) if data else None
     except yaml.YAMLError as exc:
