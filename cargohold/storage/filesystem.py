@@ -18,6 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+from cargohold.storage.blob_commits import Commit, commit_files, fsync_dir
 from cargohold.storage.blobstore import (
     BlobLocation,
     BlobMissing,
@@ -26,6 +27,7 @@ from cargohold.storage.blobstore import (
     UploadMissing,
     UploadOffsetMismatch,
 )
+from cargohold.storage.thread_batches import ThreadBatches
 
 READ_CHUNK = 1024 * 1024
 _DIGEST = re.compile(r"^(sha256|sha512):([0-9a-f]{64}|[0-9a-f]{128})$")
@@ -52,14 +54,7 @@ SYNC_FILE_RANGE_WRITE = 2
 # so the fsync that publishes it finds little left to write (256 MiB: 190 ms → 12 ms here).
 WRITEBACK_EVERY = 8 * 1024 * 1024
 start_writeback = _writeback_starter() if sys.platform.startswith("linux") else None
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+BATCHED_COMMIT_BELOW = 1024 * 1024  # smaller blobs share their commit's thread hop
 
 
 class FilesystemBlobStore:
@@ -69,9 +64,23 @@ class FilesystemBlobStore:
         self.root = Path(root)
         self.blob_root = self.root / "blobs"
         self.upload_root = self.root / "uploads"
+        self._small_commits: ThreadBatches[Commit] = ThreadBatches(self._commit_files)
         self.description = f"filesystem:{self.root}"
         self.blob_root.mkdir(parents=True, exist_ok=True)
         self.upload_root.mkdir(parents=True, exist_ok=True)
+        self._make_prefix_directories()
+
+    def _make_prefix_directories(self) -> None:
+        """sha256's 256 prefix directories, made once: the first blob of each prefix then costs
+        no mkdir and no fsync of its parents (a new registry's first pushes). A prefix that
+        goes missing later is made again on demand (blob_commits.py)."""
+        base = self.blob_root / "sha256"
+        if (base / "ff").is_dir():  # made last
+            return
+        for prefix in range(256):
+            (base / f"{prefix:02x}").mkdir(parents=True, exist_ok=True)
+        fsync_dir(base)
+        fsync_dir(self.blob_root)
 
     # Paths are built only from validated digests and UUIDs: nothing from a request reaches the
     # filesystem unchecked.
@@ -180,31 +189,19 @@ class FilesystemBlobStore:
 
     async def commit_upload(self, upload_id: str, size: int, digest: str,
                             state: str | None = None) -> None:
-        # fsync can take milliseconds: keep it off the event loop.
-        await asyncio.to_thread(self._commit, upload_id, size, digest)
-
-    def _commit(self, upload_id: str, size: int, digest: str) -> None:
-        source = self.upload_path(upload_id)
-        target = self.blob_path(digest)
-        fd = os.open(source, os.O_WRONLY)
-        try:
-            if os.fstat(fd).st_size != size:
-                os.ftruncate(fd, size)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if target.exists():
-            # Content-addressed: the same bytes are already in place (a concurrent push).
-            source.unlink()
+        # fsync can take milliseconds: off the event loop. Small blobs share a thread hop with
+        # the others committed meanwhile (thread_batches.py); a large one, whose fsync may
+        # take a while, has a thread of its own and holds no small one up.
+        commit = Commit(self.upload_path(upload_id), self.blob_path(digest), size)
+        if size < BATCHED_COMMIT_BELOW:
+            await self._small_commits.submit(commit)
             return
-        try:
-            os.replace(source, target)
-        except FileNotFoundError:  # the first blob of its prefix: no directory yet
-            target.parent.mkdir(parents=True, exist_ok=True)
-            for level in (target.parent.parent, self.blob_root):  # the new entries themselves
-                _fsync_dir(level)
-            os.replace(source, target)
-        _fsync_dir(target.parent)
+        (outcome,) = await asyncio.to_thread(self._commit_files, [commit])
+        if outcome is not None:
+            raise outcome
+
+    def _commit_files(self, commits: list[Commit]) -> list[BaseException | None]:
+        return commit_files(commits, self.blob_root, start_writeback)
 
     async def delete_upload(self, upload_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):
