@@ -283,13 +283,16 @@ def manifest_url(base: str, repo: str, ref: str) -> str:
 
 
 def put_manifest(base: str, repo: str, ref: str, body: bytes, media_type: str | None,
-                 params: Iterable[tuple[str, str]] = ()) -> requests.Response:
+                 params: Iterable[tuple[str, str]] = (),
+                 headers: dict[str, str] | None = None) -> requests.Response:
     url = manifest_url(base, repo, ref)
     params = list(params)
     if params:
         url = add_query(url, params)
-    headers = {} if media_type is None else {"Content-Type": media_type}
-    return request("PUT", url, data=body, headers=headers)
+    sent = dict(headers or {})
+    if media_type is not None:
+        sent["Content-Type"] = media_type
+    return request("PUT", url, data=body, headers=sent)
 
 
 def get_manifest(base: str, repo: str, ref: str, method: str = "GET",

@@ -18,14 +18,23 @@ def _storage(tmp_path: Path) -> Storage:
     return Storage.from_settings(load_settings(data_dir=tmp_path / "data"))
 
 
-def test_conflicting_write_is_retried(tmp_path: Path) -> None:
+LOST_RACES = {
+    "constraint": lambda: IntegrityError("INSERT", {}, Exception("foreign key")),
+    "deadlock": lambda: OperationalError("UPDATE", {}, errors.DeadlockDetected("rolled back")),
+    "serialization": lambda: OperationalError("UPDATE", {},
+                                              errors.SerializationFailure("rolled back")),
+}
+
+
+@pytest.mark.parametrize("race", sorted(LOST_RACES))
+def test_a_write_that_lost_a_race_is_retried(tmp_path: Path, race: str) -> None:
     storage = _storage(tmp_path)
     calls: list[int] = []
 
     def flaky() -> str:
         calls.append(1)
         if len(calls) == 1:
-            raise IntegrityError("INSERT", {}, Exception("foreign key"))
+            raise LOST_RACES[race]()
         return "done"
 
     try:
@@ -47,25 +56,6 @@ def test_persistent_conflict_is_raised(tmp_path: Path) -> None:
         with pytest.raises(IntegrityError):
             asyncio.run(storage.db(always))
         assert len(calls) == CONFLICT_RETRIES
-    finally:
-        storage.close()
-
-
-@pytest.mark.parametrize("error", [errors.DeadlockDetected, errors.SerializationFailure])
-def test_transaction_the_server_broke_a_deadlock_with_is_retried(
-        tmp_path: Path, error: type[Exception]) -> None:
-    storage = _storage(tmp_path)
-    calls: list[int] = []
-
-    def loser() -> str:
-        calls.append(1)
-        if len(calls) == 1:
-            raise OperationalError("UPDATE", {}, error("rolled back"))
-        return "done"
-
-    try:
-        assert asyncio.run(storage.db(loser)) == "done"
-        assert len(calls) == 2
     finally:
         storage.close()
 
