@@ -205,8 +205,8 @@ def main() -> None:
         "processes during the pull (the upstream's alone for a direct pull). Load average "
         "before/after: "
         f"{' '.join(f'{x:.2f}' for x in load_before)} / "
-        f"{' '.join(f'{x:.2f}' for x in load_after)} on 2 shared cores (other developers' "
-        "tests ran meanwhile, so the figures are noisy).", "",
+        f"{' '.join(f'{x:.2f}' for x in load_after)} (the client, both servers and anything "
+        "else running share this machine's cores).", "",
         "| pull | ms | MiB/s | server CPU ms |", "|---|---|---|---|",
         row("direct from the upstream (CNCF registry)", direct, "direct"),
         row("first pull through the cache (fetch + store + stream)", first, "first"),
