@@ -77,10 +77,13 @@ class FilesystemBlobStore:
         base = self.blob_root / "sha256"
         if (base / "ff").is_dir():  # made last
             return
-        for prefix in range(256):
-            (base / f"{prefix:02x}").mkdir(parents=True, exist_ok=True)
-        fsync_dir(base)
-        fsync_dir(self.blob_root)
+        try:
+            for prefix in range(256):
+                (base / f"{prefix:02x}").mkdir(parents=True, exist_ok=True)
+            fsync_dir(base)
+            fsync_dir(self.blob_root)
+        except PermissionError:
+            pass  # opened read-only (a command run by another user): nothing to write here
 
     # Paths are built only from validated digests and UUIDs: nothing from a request reaches the
     # filesystem unchecked.
