@@ -159,9 +159,7 @@ class Database:
         """A read on the fast path: `Prepared` statements only. On the event loop (see
         `inline_read`) it uses the loop's own connection: no pool check-out and check-in."""
         if _READ_ON_LOOP.get():
-            if self._loop_reader is None:
-                self._loop_reader = self.engine.raw_connection()  # held for the process's life
-            yield Tx(self._loop_reader.dbapi_connection, self.engine.dialect)
+            yield Tx(self._loop_read_dbapi(), self.engine.dialect)
             return
         with raw_read(self.engine) as tx:
             yield tx
@@ -171,10 +169,12 @@ class Database:
         (`inline_read`); None elsewhere. It changes after any other connection commits."""
         if not _READ_ON_LOOP.get():
             return None
+        return int(self._loop_read_dbapi().execute("PRAGMA data_version").fetchone()[0])
+
+    def _loop_read_dbapi(self) -> Any:
         if self._loop_reader is None:
             self._loop_reader = self.engine.raw_connection()  # held for the process's life
-        return int(self._loop_reader.dbapi_connection.execute(
-            "PRAGMA data_version").fetchone()[0])
+        return self._loop_reader.dbapi_connection
 
     def inline_read(self, call: Callable[[], T]) -> T:
         """Run `call` (a store read) right here, on the event loop: SQLite only, where a WAL

@@ -43,8 +43,7 @@ __all__ = [
 ]
 
 
-# Hot-path reads, built once: constructing a statement costs more than running it.
-# Hot-path reads, compiled once (sql.py).
+# Hot-path reads, compiled once (sql.py): constructing a statement costs more than running it.
 CACHED_BYTES = 16 * 1024  # manifests up to this size are remembered between reads on the loop
 _MANIFEST_COLUMNS = (manifests.c.digest, manifests.c.media_type, manifests.c.size,
                      manifests.c.content)
