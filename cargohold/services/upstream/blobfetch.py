@@ -136,18 +136,11 @@ class _Tee:
                 self.held.append(piece)
                 yield piece
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise self.client.error(None, f"blob transfer of {self.digest} failed after "
-                                    f"{self.received} bytes ({type(exc).__name__}: {exc})"
-                                    ) from None
+            raise transfer_failed(self.client, self.digest, self.received, exc) from None
 
     def problem(self, actual: str) -> UpstreamError | None:
         """Why the bytes received are not the blob, or None."""
-        if self.size is not None and self.received != self.size:
-            return self.client.error(502, f"blob transfer of {self.digest} stopped at "
-                                     f"{self.received} of {self.size} bytes")
-        if actual != self.digest.hex:
-            return self.client.error(502, f"sent bytes that do not match {self.digest}")
-        return None
+        return transfer_problem(self.client, self.digest, self.size, self.received, actual)
 
     async def finish(self) -> None:
         """Verified: the client gets the last piece and the end."""
@@ -234,3 +227,22 @@ class Fetch:
 
 
 STORED = object()
+
+
+def transfer_failed(client: UpstreamClient, digest: Digest, received: int,
+                    exc: BaseException) -> UpstreamError:
+    """The error for an upstream blob transfer that broke off."""
+    return client.error(None, f"blob transfer of {digest} failed after {received} bytes "
+                        f"({type(exc).__name__}: {exc})")
+
+
+def transfer_problem(client: UpstreamClient, digest: Digest, size: int | None, received: int,
+                     actual: str) -> UpstreamError | None:
+    """Why the bytes an upstream sent (`received` of them, hashing to `actual`) are not the
+    blob `digest` of the announced `size`, or None."""
+    if size is not None and received != size:
+        return client.error(502, f"blob transfer of {digest} stopped at {received} of {size} "
+                            "bytes")
+    if actual != digest.hex:
+        return client.error(502, f"sent bytes that do not match {digest}")
+    return None

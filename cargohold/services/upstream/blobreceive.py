@@ -23,7 +23,8 @@ import uuid
 from urllib.parse import urljoin, urlsplit
 
 from cargohold.services.threads import in_thread
-from cargohold.services.upstream.client import UpstreamClient, UpstreamError
+from cargohold.services.upstream.blobfetch import transfer_failed, transfer_problem
+from cargohold.services.upstream.client import UpstreamClient
 from cargohold.services.upstream.filling import Filling
 from cargohold.storage.filesystem import WRITEBACK_EVERY, FilesystemBlobStore, start_writeback
 from cargohold.wire.digest import Digest
@@ -187,9 +188,7 @@ class FileTransfer:
             try:
                 count = response.readinto(buffer)
             except (OSError, http.client.HTTPException) as exc:
-                raise self.client.error(None, f"blob transfer of {self.digest} failed after "
-                                        f"{received} bytes ({type(exc).__name__}: {exc})"
-                                        ) from None
+                raise transfer_failed(self.client, self.digest, received, exc) from None
             if not count:
                 break
             piece = buffer[:count]
@@ -201,17 +200,10 @@ class FileTransfer:
             if start_writeback is not None and received - flushed >= WRITEBACK_EVERY:
                 start_writeback(fd, flushed, received - flushed)
                 flushed = received
-        problem = self._problem(size, received, digest.hexdigest())
+        problem = transfer_problem(self.client, self.digest, size, received,
+                                   digest.hexdigest())
         if problem is not None:
             raise problem
         filling.complete(received)
         return received
-
-    def _problem(self, size: int | None, received: int, actual: str) -> UpstreamError | None:
-        if size is not None and received != size:
-            return self.client.error(502, f"blob transfer of {self.digest} stopped at "
-                                     f"{received} of {size} bytes")
-        if actual != self.digest.hex:
-            return self.client.error(502, f"sent bytes that do not match {self.digest}")
-        return None
 
