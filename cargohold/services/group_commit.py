@@ -20,6 +20,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 from cargohold.storage.database import Database, WouldBlock
+from cargohold.storage.thread_batches import deliver
 
 LOOP_ATTEMPTS = 4  # tries on the loop (the lock is held for microseconds) before a thread
 MAX_BATCH = 64  # units per transaction: bounds the loop's time inside one batch
@@ -94,10 +95,4 @@ class GroupCommit:
 
 
 def _deliver(batch: list[Unit], results: list[Any]) -> None:
-    for (_, future), result in zip(batch, results, strict=True):
-        if future.done():
-            continue
-        if isinstance(result, BaseException):
-            future.set_exception(result)
-        else:
-            future.set_result(result)
+    deliver([future for _, future in batch], results)

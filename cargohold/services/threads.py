@@ -8,17 +8,10 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from cargohold.storage.thread_batches import settle
+
 T = TypeVar("T")
 WAIT_SLICE = 0.5  # seconds a blocked thread waits before it looks at its cancel flag again
-
-
-def settle(future: asyncio.Future[T], value: T | None, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(value)  # type: ignore[arg-type]
 
 
 async def in_thread(function: Callable[[], T], name: str,

@@ -5,6 +5,8 @@ of its own costs more than the job: the hand-over, the wake-up, and a thread tha
 back after every system call while the event loop holds it (measured: ~0.35 ms of CPU per
 small blob pushed, bench/PROFILE.md). Here the jobs that arrive while one batch runs wait for
 the next, which takes them all in one hop; the first of a quiet moment goes at once.
+`settle` and `deliver` hand a thread's outcomes back to the futures awaiting them (the group
+commit and the upstream threads use them too).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 Item = TypeVar("Item")
+T = TypeVar("T")
 Outcome = BaseException | None
 
 
@@ -46,15 +49,28 @@ class ThreadBatches(Generic[Item]):
         def finished(done: asyncio.Future[Any]) -> None:
             self._running = False
             error = done.exception()
-            outcomes = [error] * len(batch) if error is not None else done.result()
-            for (_, future), outcome in zip(batch, outcomes, strict=True):
-                if future.done():
-                    continue
-                if outcome is None:
-                    future.set_result(None)
-                else:
-                    future.set_exception(outcome)
+            deliver([future for _, future in batch],
+                    [error] * len(batch) if error is not None else done.result())
             if self._waiting:
                 self._start(loop)
 
         job.add_done_callback(finished)
+
+
+def settle(future: asyncio.Future[T], value: T | None, error: BaseException | None) -> None:
+    """Give a future its value, or its error, unless it is done already (its caller gone)."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)  # type: ignore[arg-type]
+
+
+def deliver(futures: list[asyncio.Future[Any]], outcomes: list[Any]) -> None:
+    """Each future its outcome: an exception is raised to its caller, anything else returned."""
+    for future, outcome in zip(futures, outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            settle(future, None, outcome)
+        else:
+            settle(future, outcome, None)

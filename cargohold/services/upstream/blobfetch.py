@@ -23,9 +23,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 
-from cargohold.services.threads import settle
 from cargohold.services.upstream.client import UpstreamClient, UpstreamError
 from cargohold.storage.blobstore import BlobStore, BlobUnverified
+from cargohold.storage.thread_batches import settle
 from cargohold.wire.digest import Digest
 
 BACKLOG = 8 << 20  # bytes received but not hashed yet, before the receiver waits

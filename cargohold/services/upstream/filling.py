@@ -14,7 +14,8 @@ import contextlib
 import os
 import threading
 
-from cargohold.services.threads import WAIT_SLICE, settle
+from cargohold.services.threads import WAIT_SLICE
+from cargohold.storage.thread_batches import settle
 
 
 class Cancelled(Exception):
