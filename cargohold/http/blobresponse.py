@@ -1,9 +1,11 @@
-"""Serving blob bytes: zero-copy `sendfile` from local files (`sendfile.py`), or a stream from
-a remote store, with single-range requests."""
+"""Serving blob bytes, with single-range requests: zero-copy `sendfile` from local files
+(`sendfile.py`), a remote store's socket spliced onto the client's (`splice.py`), or a stream
+from a remote store."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import threading
@@ -12,10 +14,14 @@ from pathlib import Path
 
 from aiohttp import web
 
-from cargohold.http.sendfile import SENT_KEY, ClientGone, SocketSender, raw_socket
+from cargohold.http.sendfile import SENT_KEY, ClientGone, SocketSender, plain_tcp, raw_socket
+from cargohold.http.splice import SourceFailed, SpliceRelay
 from cargohold.services.threads import in_thread
+from cargohold.storage.blobstore import RawBody, RawOpener
 from cargohold.wire.errors import ErrorCode, RegistryError
 
+log = logging.getLogger(__name__)
+RESUMES = 3  # store connections lost midway that a relay opens again (as S3Transfer's reads)
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 # Below this a body is read and written on the loop: cheaper than a thread of its own.
 SENDFILE_MIN = 1 << 20
@@ -125,9 +131,12 @@ async def _copy(response: web.StreamResponse, handle: object, start: int, stop: 
 
 
 async def send_stream(request: web.Request, chunks: Callable[[int, int], AsyncIterator[bytes]],
-                      size: int, headers: dict[str, str]) -> web.StreamResponse:
+                      size: int, headers: dict[str, str],
+                      opener: RawOpener | None = None) -> web.StreamResponse:
     """Answer with a blob streamed from a remote store (S3), honouring a single Range:
-    `chunks(start, stop)` yields those bytes (the store bounds what it holds).
+    `chunks(start, stop)` yields those bytes (the store bounds what it holds). A large body
+    that `opener` can open on a plain socket is spliced onto a plain-TCP client instead
+    (`splice.py`).
 
     The first chunk is awaited before the status line is sent, so a store that finds the
     bytes absent (BlobMissing) still gets a proper error answer. The stream is closed when the
@@ -138,6 +147,10 @@ async def send_stream(request: web.Request, chunks: Callable[[int, int], AsyncIt
         await response.prepare(request)
         await response.write_eof()
         return response
+    if opener is not None and stop - start >= SENDFILE_MIN and plain_tcp(request):
+        body = await in_thread(lambda: opener(start, stop), "blob-open")
+        if body is not None:
+            return await _send_spliced(request, response, body, opener, (start, stop), chunks)
     stream = chunks(start, stop)
     async with contextlib.aclosing(stream):  # type: ignore[type-var]
         first = await anext(stream, b"")
@@ -148,3 +161,69 @@ async def send_stream(request: web.Request, chunks: Callable[[int, int], AsyncIt
             await response.write(chunk)
     await response.write_eof()
     return response
+
+
+async def _send_spliced(request: web.Request, response: web.StreamResponse, body: RawBody,
+                        opener: RawOpener, span: tuple[int, int],
+                        chunks: Callable[[int, int], AsyncIterator[bytes]]
+                        ) -> web.StreamResponse:
+    try:
+        await response.prepare(request)
+        sock = raw_socket(request)
+    except ClientGone:
+        body.close()
+        raise ConnectionResetError("client went away") from None
+    except BaseException:
+        body.close()
+        raise
+    if sock is None:  # the transport still holds bytes: this body goes through Python
+        body.close()
+        stream = chunks(*span)
+        async with contextlib.aclosing(stream):  # type: ignore[type-var]
+            async for chunk in stream:
+                await response.write(chunk)
+    else:
+        transport, cancelled = request.transport, threading.Event()
+        try:
+            await in_thread(lambda: _relay(sock, body, opener, span, cancelled),
+                            "blob-splice", cancelled.set)
+        except (ClientGone, SourceFailed, OSError) as exc:
+            if isinstance(exc, SourceFailed):
+                log.warning("relaying blob bytes from the store failed: %s", exc)
+            if transport is not None:
+                transport.abort()  # the body is short: the client must see it cut
+            return response
+        request[SENT_KEY] = span[1] - span[0]
+    await response.write_eof()
+    return response
+
+
+def _relay(sock: int, body: RawBody | None, opener: RawOpener, span: tuple[int, int],
+           cancelled: threading.Event) -> None:
+    """Splice bytes span of the blob onto the client; a store connection that fails midway
+    is opened again from where it stopped, up to RESUMES times."""
+    assert body is not None
+    relay = SpliceRelay(sock, cancelled, body.read_timeout)
+    position, stop = span
+    try:
+        for attempt in range(RESUMES + 1):
+            if body is None:
+                raise SourceFailed(0, f"the store did not answer a read from byte {position}")
+            try:
+                relay.send_bytes(body.head)
+                position += len(body.head)
+                relay.pump(body.fd, body.remaining)
+                return
+            except SourceFailed as exc:
+                position += exc.taken
+                if attempt == RESUMES:
+                    raise
+                log.warning("relaying blob bytes from the store: %s; resuming at byte %d",
+                            exc, position)
+            body.close()
+            body = opener(position, stop)
+    finally:
+        if body is not None:
+            body.close()
+        relay.close()
+        os.close(sock)

@@ -27,14 +27,20 @@ class ClientGone(Exception):
     """The client closed its connection or stopped reading."""
 
 
+def plain_tcp(request: web.Request) -> bool:
+    """Whether the client's connection is not TLS: its bytes may be moved by the kernel."""
+    transport = request.transport
+    return transport is not None and transport.get_extra_info("sslcontext") is None \
+        and transport.get_extra_info("ssl_object") is None
+
+
 def raw_socket(request: web.Request) -> int | None:
     """A duplicate of the client's socket when bytes may be sendfile'd onto it: plain TCP, the
     response's headers already handed to the kernel. None otherwise."""
     transport = request.transport
     if transport is None or transport.is_closing():
         raise ClientGone
-    if transport.get_extra_info("sslcontext") is not None \
-            or transport.get_extra_info("ssl_object") is not None:
+    if not plain_tcp(request):
         return None
     sock = transport.get_extra_info("socket")
     if sock is None or transport.get_write_buffer_size() != 0:
@@ -64,6 +70,19 @@ class SocketSender:
             if sent == 0:
                 raise ConnectionAbortedError(f"the file ended at {offset} bytes")
             offset += sent
+
+    def send_bytes(self, data: bytes) -> None:
+        """Send bytes from memory."""
+        view = memoryview(data)
+        while view:
+            try:
+                sent = os.write(self.sock, view)
+            except BlockingIOError:
+                self._await_room()
+                continue
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                raise ClientGone from exc
+            view = view[sent:]
 
     def _await_room(self) -> None:
         waited = 0.0

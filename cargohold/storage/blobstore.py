@@ -80,6 +80,23 @@ class UploadWriter(Protocol):
     state: str | None
 
 
+class RawBody(Protocol):
+    """Blob bytes to be moved off a plain socket by the caller (a relay past Python): `head`
+    came with the store's answer, the other `remaining` bytes are to be read from `fd`."""
+
+    head: bytes
+    fd: int
+    remaining: int
+    read_timeout: float  # seconds the store may send nothing before the read counts as failed
+
+    def close(self) -> None: ...
+
+
+# Opens bytes [start, stop) of one blob, blocking (a thread's); None when the store does not
+# answer exactly those bytes, and the caller falls back to `read`.
+RawOpener = Callable[[int, int], RawBody | None]
+
+
 class BlobStore(Protocol):
     """Bytes by digest, and append-only scratch files for upload sessions."""
 
@@ -142,6 +159,10 @@ class BlobStore(Protocol):
     def presign(self, digest: str, expires_seconds: int) -> str | None:
         """A URL that serves the blob without credentials for a while, or None when this
         backend cannot make one (the filesystem)."""
+
+    def raw_opener(self, digest: str) -> RawOpener | None:
+        """How to open the blob's bytes on a plain socket, or None when they must go through
+        `read` (or are a local file)."""
 
     def list_blobs(self) -> AsyncIterator[tuple[str, int, float]]:
         """Every stored blob as (digest, size, last-modified epoch seconds), in any order.

@@ -23,6 +23,7 @@ from cargohold.storage.blobstore import (
     BlobLocation,
     BlobMissing,
     BlobUnverified,
+    RawOpener,
     UploadConflict,
     UploadMissing,
     UploadOffsetMismatch,
@@ -230,6 +231,9 @@ class FilesystemBlobStore:
 
     def presign(self, digest: str, expires_seconds: int) -> str | None:
         return None  # served by the registry itself (its own signed download URLs)
+
+    def raw_opener(self, digest: str) -> RawOpener | None:
+        return None  # `locate` gives a path: served by sendfile
 
 
 class _FileUploadWriter:

@@ -18,7 +18,9 @@ multipart upload of UploadPartCopy ranges (several), whose completion makes the 
 its content address atomically; then the staging objects are deleted.
 
 Bytes move on the event loop (storage/s3_transfer.py: aiohttp, with requests presigned locally
-by botocore); the control operations run botocore on a thread pool.
+by botocore), except a large proxied pull from a plain-HTTP endpoint, which the HTTP layer
+splices from the store's socket onto the client's (storage/s3_raw.py); the control operations
+run botocore on a thread pool.
 """
 
 from __future__ import annotations
@@ -38,9 +40,16 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from cargohold.config import BlobStoreSettings
-from cargohold.storage.blobstore import BlobLocation, BlobMissing, BlobUnverified, UploadMissing
+from cargohold.storage.blobstore import (
+    BlobLocation,
+    BlobMissing,
+    BlobUnverified,
+    RawOpener,
+    UploadMissing,
+)
 from cargohold.storage.s3_parts import ReadBudget
-from cargohold.storage.s3_transfer import S3Transfer
+from cargohold.storage.s3_raw import open_raw, raw_reads_possible
+from cargohold.storage.s3_transfer import READ_TIMEOUT, S3Transfer
 from cargohold.storage.s3_writes import write_object
 
 MIN_PART = 5 * 1024 * 1024
@@ -155,6 +164,19 @@ class S3BlobStore:
         async with contextlib.aclosing(chunks):
             async for chunk in chunks:
                 yield chunk
+
+    def raw_opener(self, digest: str) -> RawOpener | None:
+        """Opens the blob's bytes for a relay past Python (storage/s3_raw.py), or None when
+        this store must be read through `read`: a TLS or proxied endpoint, or parallel
+        ranged reads configured (they are for a distant store, which one GET reads slowly)."""
+        if self.transfer.parallel_below > 0:
+            return None
+        key = self.blob_key(digest)
+        if not raw_reads_possible(self.transfer.get_url(key)):
+            return None
+        # Signed at each opening (a resume may come after the first URL expired).
+        return lambda start, stop: open_raw(self.transfer.get_url(key), start, stop,
+                                            READ_TIMEOUT)
 
     async def delete(self, digest: str) -> None:
         await self._call(self.client.delete_object, Bucket=self.bucket, Key=self.blob_key(digest))

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 4  # as botocore's "standard" retry mode
 READ_CHUNK = 1024 * 1024
 READ_BUFFER = 1024 * 1024  # aiohttp reads ahead up to about twice this per response
+READ_TIMEOUT = 120.0  # seconds a read may wait for the store's next byte
 URL_EXPIRY = 900
 URL_REUSE = 60  # seconds a presigned GetObject URL is reused, well within URL_EXPIRY
 URL_CACHE = 4096
@@ -87,6 +88,10 @@ class S3Transfer:
             self._signed[(operation, method, params["Key"])] = (time.monotonic(), url)
         return url
 
+    def get_url(self, key: str) -> str:
+        """A presigned GetObject URL for `key` (reused for a while, as `_url` says)."""
+        return str(self._url("get_object", "GET", Key=key))
+
     def _http(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
         if self._session is None or self._loop is not loop or self._session.closed:
@@ -96,7 +101,7 @@ class S3Transfer:
                 self._session.connector._close()
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=64, ssl=_ssl_context()),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=120),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=READ_TIMEOUT),
                 read_bufsize=READ_BUFFER, auto_decompress=False, trust_env=True)
             self._loop = loop
         return self._session

@@ -58,7 +58,7 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     try:
         return await send_stream(
             request, lambda start, stop: storage.blobs.read(str(digest), start, stop),
-            location.size, headers)
+            location.size, headers, storage.blobs.raw_opener(str(digest)))
     except BlobMissing:
         raise blobs.missing(digest) from None
 
