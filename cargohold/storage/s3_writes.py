@@ -109,7 +109,8 @@ async def _put_multipart(store: S3BlobStore, key: str, source: AsyncIterator[byt
             total += len(chunk)
             # Strictly more than a part: a write of exactly one part stays one PutObject.
             if len(buffer) > PART_SIZE:
-                part = bytes(buffer[:PART_SIZE])
+                with memoryview(buffer) as view:  # one copy (a slice of the bytearray is two)
+                    part = bytes(view[:PART_SIZE])
                 del buffer[:PART_SIZE]
                 await send(part)
         if mpu is None:
