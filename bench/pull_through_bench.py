@@ -7,11 +7,17 @@ streamed and discarded by one `requests` client), with the servers' CPU time per
 (utime + stime of every process of each server, from /proc): on a shared machine the CPU
 time is the steadier figure. Writes a section into bench/RESULTS.md.
 Not a test: nothing asserts timings.
+
+With --link-mbps N, the upstream is reached (by the client's direct pulls and by the cache's
+fetches alike) through a TCP relay that paces the bytes to N MB/s, one link for all
+connections: a pull-through cache usually sits far from its upstream, and on loopback the
+first pull measures only the CPU that the cache, the upstream and the client share.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -22,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -48,6 +55,49 @@ def wait(url: str, proc: subprocess.Popen[bytes]) -> None:
         except requests.ConnectionError:
             time.sleep(0.1)
     raise RuntimeError(f"{url} did not start")
+
+
+class Link:
+    """Bytes paced to `rate` bytes/s, shared by every connection through it."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.lock = threading.Lock()
+        self.free_at = 0.0
+
+    def take(self, size: int) -> None:
+        with self.lock:
+            now = time.monotonic()
+            # A little credit for time overslept, so the link keeps its rate on average.
+            self.free_at = max(self.free_at, now - 0.005) + size / self.rate
+            delay = self.free_at - now
+        if delay > 0:
+            time.sleep(delay)
+
+
+def serve_link(listen_port: int, target_port: int, mbps: float) -> None:
+    """Relay 127.0.0.1:listen_port to 127.0.0.1:target_port, the answers paced (--serve-link)."""
+    link = Link(mbps * 1e6)
+
+    def pump(source: socket.socket, sink: socket.socket, paced: bool) -> None:
+        try:
+            while chunk := source.recv(64 * 1024):
+                if paced:
+                    link.take(len(chunk))
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    with socket.create_server(("127.0.0.1", listen_port)) as listener:
+        while True:
+            client, _ = listener.accept()
+            target = socket.create_connection(("127.0.0.1", target_port))
+            for source, sink, paced in ((client, target, False), (target, client, True)):
+                threading.Thread(target=pump, args=(source, sink, paced), daemon=True).start()
 
 
 def digest(data: bytes) -> str:
@@ -111,11 +161,13 @@ def pull(base: str, repo: str) -> float:
 
 
 def replace_section(text: str, section: str) -> str:
-    """`text` with this benchmark's section replaced (or appended); other sections stay."""
-    if SECTION not in text:
+    """`text` with the section titled as `section`'s first line replaced (or appended); other
+    sections stay."""
+    title = section.split("\n", 1)[0] + "\n"
+    if title not in text:
         return text.rstrip("\n") + "\n\n" + section
-    start = text.index(SECTION)
-    following = [text.find(marker, start + len(SECTION)) for marker in ("\n## ", "\n<!--")]
+    start = text.index(title)
+    following = [text.find(marker, start + len(title)) for marker in ("\n## ", "\n<!--")]
     end = min([i for i in following if i != -1], default=len(text))
     return text[:start] + section.rstrip("\n") + "\n" + text[end:]
 
@@ -125,8 +177,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--layer-mib", type=int, default=64)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--link-mbps", type=float, default=0.0,
+                        help="reach the upstream through a link paced to this many MB/s")
     parser.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"))
+    parser.add_argument("--serve-link", help=argparse.SUPPRESS)  # internal: the link's process
     args = parser.parse_args()
+    if args.serve_link:
+        listen, target, mbps = args.serve_link.split(":")
+        serve_link(int(listen), int(target), float(mbps))
+        return
     work = Path(tempfile.mkdtemp(prefix="cargohold-ptc-bench-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -141,8 +200,15 @@ def main() -> None:
         procs.append(subprocess.Popen([binary, "serve", str(config)], env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                       start_new_session=True))
-        upstream = f"http://127.0.0.1:{up_port}"
+        upstream = pushed_to = f"http://127.0.0.1:{up_port}"
         wait(upstream, procs[-1])
+        if args.link_mbps:
+            link_port = free_port()
+            procs.append(subprocess.Popen(
+                [sys.executable, __file__, "--serve-link",
+                 f"{link_port}:{up_port}:{args.link_mbps}"], start_new_session=True))
+            upstream = f"http://127.0.0.1:{link_port}"
+            wait(upstream, procs[-1])
         data_dir = work / "cargohold"
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "cargohold", "serve", "--host", "127.0.0.1", "--port",
@@ -161,12 +227,12 @@ def main() -> None:
                      ).create_pull_through_cache_rule(ecrRepositoryPrefix="up",
                                                       upstreamRegistryUrl=upstream)
         load_before = os.getloadavg()
-        repos = [push(upstream, f"bench/img{i}", args.layer_mib) for i in range(args.runs)]
+        repos = [push(pushed_to, f"bench/img{i}", args.layer_mib) for i in range(args.runs)]
         local = [push(cargohold, f"local/img{i}", args.layer_mib) for i in range(args.runs)]
         direct, first, cached, normal = [], [], [], []
         cpu: dict[str, list[float]] = {name: [] for name in ("direct", "first", "cached",
                                                               "normal")}
-        groups = [proc.pid for proc in procs]
+        groups = [proc.pid for proc in procs[:2]]  # the servers, not the link
 
         def timed(kind: str, samples: list[float], base: str, repo: str) -> None:
             before = [cpu_seconds(group) for group in groups]
@@ -196,9 +262,11 @@ def main() -> None:
 
     ratio_first = statistics.median(direct) / statistics.median(first)
     ratio_cached = statistics.median(normal) / statistics.median(cached)
+    link = f" --link-mbps {args.link_mbps:g}" if args.link_mbps else ""
     lines = [
-        SECTION, "",
-        f"`python bench/pull_through_bench.py --runs {args.runs} --layer-mib {mib}`: one image "
+        SECTION + (f", upstream behind a {args.link_mbps:g} MB/s link" if link else ""), "",
+        f"`python bench/pull_through_bench.py --runs {args.runs} --layer-mib {mib}{link}`: "
+        f"one image "
         f"(manifest, config, one random {mib} MiB layer) pulled whole by one client; median of "
         f"{args.runs}. Cargohold: {args.workers} worker(s), SQLite, filesystem; upstream: the "
         "CNCF registry (filesystem). Server CPU is the utime + stime of both servers' "
@@ -206,7 +274,10 @@ def main() -> None:
         "before/after: "
         f"{' '.join(f'{x:.2f}' for x in load_before)} / "
         f"{' '.join(f'{x:.2f}' for x in load_after)} (the client, both servers and anything "
-        "else running share this machine's cores).", "",
+        "else running share this machine's cores)."
+        + (f" The upstream (for direct pulls and for the cache's fetches) is reached through "
+           f"a relay process that paces its answers to {args.link_mbps:g} MB/s, one link for "
+           "all connections; its CPU is not counted." if link else ""), "",
         "| pull | ms | MiB/s | server CPU ms |", "|---|---|---|---|",
         row("direct from the upstream (CNCF registry)", direct, "direct"),
         row("first pull through the cache (fetch + store + stream)", first, "first"),
