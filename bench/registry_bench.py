@@ -20,6 +20,11 @@ Prints one JSON object on stdout; progress goes to stderr. Rows (names or number
 
 With --pid, each row also reports the server's CPU time (user + system, its whole process tree).
 
+Before each row, and between a row's pushes and its timed pulls (rows 3, 4 and 8), the machine's
+dirty pages are flushed (`sync`, untimed): no timed phase pays for the writeback of bytes that
+an earlier phase, or the previous registry's run, left in the page cache (a registry that does
+not fsync, or the S3 store behind it, leaves up to gigabytes there).
+
 Rows 9 and 10 need credentials (--user, or --aws-credentials: an AWS shared-credentials file whose
 key signs ECR API requests and, as Basic auth, every /v2 request). Row 9 applies to registries
 with Docker token authentication, row 10 to registries that serve the ECR API (POST / with
@@ -443,6 +448,13 @@ class Registry:
                (201,), f"PUT manifest {ref}")
 
 
+def settle_writes() -> None:
+    """Flush the machine's dirty pages (untimed; see the module docstring)."""
+    t0 = time.perf_counter()
+    os.sync()
+    log(f"sync: {time.perf_counter() - t0:.2f} s")
+
+
 def mbps(nbytes: int, seconds: float) -> float:
     return nbytes / seconds / MB
 
@@ -643,6 +655,7 @@ class Bench:
             src = BlobSource(self.sizes.big_blob)
             log(f"pushing a {src.size // MiB} MiB blob to pull")
             self.reg.push_monolithic(self.reg.conn(), repo, src)
+            settle_writes()
             self._pull_blob = (repo, src)
         return self._pull_blob
 
@@ -1127,6 +1140,7 @@ class Bench:
         sampler.mark("push")
         log("memory: pushing")
         push_s = self.reg.push_monolithic(c, repo, src)
+        settle_writes()
         sampler.mark("pull")
         log("memory: pulling")
         t0 = time.perf_counter()
@@ -1251,6 +1265,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     for name in rows:
         log(f"== {name}")
+        settle_writes()
         t0 = time.perf_counter()
         cpu0 = tree_cpu_seconds(args.pid) if args.pid else None
         try:

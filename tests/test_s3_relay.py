@@ -2,11 +2,13 @@
 whose store is reached through a recording proxy in front of SeaweedFS: a large body or range
 takes the raw path and arrives whole; a store connection cut midway is resumed from the byte
 where it stopped; a blob gone from the bucket is still answered BLOB_UNKNOWN; clients that
-leave midway leak nothing."""
+leave midway leak nothing. Against canned store answers on a loopback socket: anything but
+exactly the range asked for, with its length, is left to the ordinary path."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +19,8 @@ import requests
 from ocihelpers import EXTERNAL, random_bytes, sha256
 from processhelpers import threads_and_fds
 from seaweed import SeaweedS3
+
+from cargohold.storage.s3_raw import open_raw
 
 pytestmark = pytest.mark.skipif(EXTERNAL, reason="drives private Cargohold servers")
 TIMEOUT = 60
@@ -188,3 +192,55 @@ def test_clients_that_leave_midway_leak_nothing(node) -> None:
             break
         assert time.monotonic() < deadline, (baseline, now)
         time.sleep(0.3)
+
+
+def canned_store(answer: bytes) -> tuple[str, threading.Thread, list[bytes]]:
+    """A one-connection HTTP server on loopback that answers `answer` to one request."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    requests_seen: list[bytes] = []
+
+    def serve() -> None:
+        with listener:
+            conn, _ = listener.accept()
+            with conn:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += conn.recv(4096)
+                requests_seen.append(head)
+                conn.sendall(answer)
+                time.sleep(0.5)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}/b/k?X-Amz-Signature=s", thread, \
+        requests_seen
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789",  # the Range ignored
+    b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-4/10\r\nContent-Length: 5\r\n\r\n"
+    b"01234",  # other bytes than asked
+    b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 2-5/10\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n4\r\n2345\r\n0\r\n\r\n",  # no length
+    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 2-5/*\r\nContent-Length: 9\r\n\r\n",
+    b"garbage\r\n\r\n",
+], ids=["200", "other-range", "chunked", "404", "length-mismatch", "not-http"])
+def test_a_store_answer_other_than_the_exact_range_is_not_relayed(answer: bytes) -> None:
+    url, thread, seen = canned_store(answer)
+    assert open_raw(url, 2, 6, 5.0) is None
+    thread.join(5)
+    assert seen and seen[0].startswith(b"GET /b/k?X-Amz-Signature=s HTTP/1.1\r\n")
+    assert b"Range: bytes=2-5\r\n" in seen[0]
+
+
+def test_the_exact_range_is_opened_with_the_bytes_that_came_with_its_header() -> None:
+    url, thread, _ = canned_store(b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 2-9/10"
+                                  b"\r\nContent-Length: 8\r\n\r\n234")
+    body = open_raw(url, 2, 10, 5.0)
+    assert body is not None
+    try:
+        assert (body.head, body.remaining) == (b"234", 5)
+    finally:
+        body.close()
+    thread.join(5)
