@@ -24,14 +24,25 @@ def tcp_pair() -> tuple[socket.socket, socket.socket]:
     return near, far
 
 
-@pytest.fixture
-def client() -> Iterator[tuple[socket.socket, socket.socket]]:
-    """(the relay's end, non-blocking like a server's socket; the client's end)"""
+def nonblocking_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """(the near end, non-blocking as a server's sockets are; the far end), closed after."""
     near, far = tcp_pair()
     near.setblocking(False)
     yield near, far
     near.close()
     far.close()
+
+
+@pytest.fixture
+def client() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """The client's connection: the relay writes to its near end."""
+    yield from nonblocking_pair()
+
+
+@pytest.fixture
+def store() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """The store's connection: the relay reads from its near end."""
+    yield from nonblocking_pair()
 
 
 def send_in_background(sock: socket.socket, data: bytes, close: bool = True) -> threading.Thread:
@@ -111,49 +122,40 @@ def test_a_store_body_that_ends_early_reports_what_it_gave(
 
 
 def test_a_silent_store_fails_after_its_timeout(
-        client: tuple[socket.socket, socket.socket]) -> None:
-    store, remote = tcp_pair()
-    store.setblocking(False)
-    remote.sendall(b"x" * 1000)  # then nothing, connection open
+        client: tuple[socket.socket, socket.socket],
+        store: tuple[socket.socket, socket.socket]) -> None:
+    store[1].sendall(b"x" * 1000)  # then nothing, connection open
     relay = relay_for(client, timeout=1.0)
     try:
         with pytest.raises(SourceFailed, match="nothing") as failed:
-            relay.pump(store.fileno(), 10 * MiB)
+            relay.pump(store[0].fileno(), 10 * MiB)
         assert failed.value.taken == 1000
     finally:
         relay.close()
-        store.close()
-        remote.close()
 
 
 def test_a_cancelled_relay_to_a_client_that_reads_nothing_stops(
-        client: tuple[socket.socket, socket.socket]) -> None:
-    store, remote = tcp_pair()
-    store.setblocking(False)
-    send_in_background(remote, os.urandom(64 * MiB), close=False)
+        client: tuple[socket.socket, socket.socket],
+        store: tuple[socket.socket, socket.socket]) -> None:
+    send_in_background(store[1], os.urandom(64 * MiB), close=False)
     cancelled = threading.Event()
     relay = relay_for(client, cancelled=cancelled)
     threading.Timer(1.0, cancelled.set).start()
     try:
         with pytest.raises(ClientGone):
-            relay.pump(store.fileno(), 64 * MiB)
+            relay.pump(store[0].fileno(), 64 * MiB)
     finally:
         relay.close()
-        store.close()
-        remote.close()
 
 
-def test_a_client_that_closes_is_gone(client: tuple[socket.socket, socket.socket]) -> None:
-    store, remote = tcp_pair()
-    store.setblocking(False)
-    send_in_background(remote, os.urandom(32 * MiB), close=False)
+def test_a_client_that_closes_is_gone(client: tuple[socket.socket, socket.socket],
+                                      store: tuple[socket.socket, socket.socket]) -> None:
+    send_in_background(store[1], os.urandom(32 * MiB), close=False)
     client[1].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
     client[1].close()  # a reset: the relay's next write fails at once
     relay = relay_for(client)
     try:
         with pytest.raises(ClientGone):
-            relay.pump(store.fileno(), 32 * MiB)
+            relay.pump(store[0].fileno(), 32 * MiB)
     finally:
         relay.close()
-        store.close()
-        remote.close()
