@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -163,14 +164,26 @@ def test_events_in_both_formats_for_push_tag_pull_delete(
         for action, digest, tag in expected | elsewhere if action != "pull"}
     assert not receiver.accepted_on("/elsewhere")
 
-    listed = json.loads(cli(server.data_dir, "events", "list", "--since", "1h", "-o", "json",
-                            env=database_env))
+    def listed_once_settled() -> list[dict[str, Any]]:
+        """`events list` once every delivery is recorded as delivered. A dispatcher records
+        its outcomes at its next poll (up to POLL_SECONDS after the receiver has the event),
+        so a listing right after the receiver's last event may still show some pending."""
+        deadline = time.monotonic() + 30
+        while True:
+            listed = json.loads(cli(server.data_dir, "events", "list", "--since", "1h", "-o",
+                                    "json", env=database_env))
+            settled = all(d["status"] == "delivered" for e in listed for d in e["deliveries"])
+            if settled or time.monotonic() > deadline:
+                return listed
+            time.sleep(0.3)
+
+    listed = listed_once_settled()
     assert {(e["action"], e["digest"], e["tag"]) for e in listed} >= expected - {
         ("push", first.digest, "stable")} | {("tag", first.digest, "stable")}
     for event in listed:
         consumers = {d["consumer"] for d in event["deliveries"]}
         assert "elsewhere" not in consumers
-        assert all(d["status"] == "delivered" for d in event["deliveries"])
+        assert all(d["status"] == "delivered" for d in event["deliveries"]), event
 
     # `events tail` prints a new push as it happens.
     tail = subprocess.Popen([sys.executable, "-m", "cargohold", "events", "tail", "--since",
