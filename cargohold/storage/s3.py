@@ -108,6 +108,7 @@ class S3BlobStore:
         # botocore is synchronous: its calls run on a pool of their own, off the event loop.
         self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="s3")
         self._background: set[asyncio.Task[None]] = set()
+        self._raw_reads: bool | None = None  # see raw_opener
 
     async def _call(self, method: Callable[..., Any], **params: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -169,10 +170,11 @@ class S3BlobStore:
         """Opens the blob's bytes for a relay past Python (storage/s3_raw.py), or None when
         this store must be read through `read`: a TLS or proxied endpoint, or parallel
         ranged reads configured (they are for a distant store, which one GET reads slowly)."""
-        if self.transfer.parallel_below > 0:
-            return None
         key = self.blob_key(digest)
-        if not raw_reads_possible(self.transfer.get_url(key)):
+        if self._raw_reads is None:  # decided once: every key of the bucket has one host
+            self._raw_reads = (self.transfer.parallel_below <= 0
+                               and raw_reads_possible(self.transfer.get_url(key)))
+        if not self._raw_reads:
             return None
         # Signed at each opening (a resume may come after the first URL expired).
         return lambda start, stop: open_raw(self.transfer.get_url(key), start, stop,
