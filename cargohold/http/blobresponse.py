@@ -198,12 +198,12 @@ async def _send_spliced(request: web.Request, response: web.StreamResponse, body
     return response
 
 
-def _relay(sock: int, body: RawBody | None, opener: RawOpener, span: tuple[int, int],
+def _relay(sock: int, opened: RawBody, opener: RawOpener, span: tuple[int, int],
            cancelled: threading.Event) -> None:
-    """Splice bytes span of the blob onto the client; a store connection that fails midway
-    is opened again from where it stopped, up to RESUMES times."""
-    assert body is not None
-    relay = SpliceRelay(sock, cancelled, body.read_timeout)
+    """Splice bytes span of the blob onto the client, from `opened` on; a store connection
+    that fails midway is opened again from where it stopped, up to RESUMES times."""
+    relay = SpliceRelay(sock, cancelled, opened.read_timeout)
+    body: RawBody | None = opened
     position, stop = span
     try:
         for attempt in range(RESUMES + 1):
