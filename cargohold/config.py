@@ -32,6 +32,11 @@ class BlobStoreSettings(BaseModel):
     backend: Literal["filesystem", "s3"] = "filesystem"
     path: Path | None = Field(
         default=None, description="Root of the filesystem store; default <data_dir>/blobs.")
+    direct_writes: bool = Field(
+        default=True,
+        description="Filesystem store: large upload bodies are written past the page cache "
+                    "(O_DIRECT), falling back where the filesystem refuses; false writes "
+                    "everything through it.")
     # The S3 backend (any S3-compatible store). Credentials left out come from the standard
     # AWS chain: environment, shared credentials file, instance role.
     bucket: str | None = Field(default=None, description="S3 bucket (backend = \"s3\").")

@@ -130,7 +130,8 @@ class Storage:
 def open_blob_store(settings: Settings) -> BlobStore:
     """The blob store named by the settings."""
     if settings.blob_store.backend == "filesystem":
-        return FilesystemBlobStore(settings.resolved_blob_path)
+        return FilesystemBlobStore(settings.resolved_blob_path,
+                                   direct_writes=settings.blob_store.direct_writes)
     if settings.blob_store.backend == "s3":
         from cargohold.storage.s3 import S3BlobStore  # botocore's S3 model loads only when used
 

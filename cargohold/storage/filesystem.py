@@ -28,6 +28,7 @@ from cargohold.storage.blobstore import (
     UploadMissing,
     UploadOffsetMismatch,
 )
+from cargohold.storage.direct_writes import STAGE, DirectWrites, write_staged
 from cargohold.storage.thread_batches import ThreadBatches
 
 READ_CHUNK = 1024 * 1024
@@ -61,11 +62,12 @@ BATCHED_COMMIT_BELOW = 1024 * 1024  # smaller blobs share their commit's thread 
 class FilesystemBlobStore:
     """A `BlobStore` rooted at one directory."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, direct_writes: bool = True) -> None:
         self.root = Path(root)
         self.blob_root = self.root / "blobs"
         self.upload_root = self.root / "uploads"
         self._small_commits: ThreadBatches[Commit] = ThreadBatches(self._commit_files)
+        self.direct_writes = DirectWrites(direct_writes)
         self.description = f"filesystem:{self.root}"
         self.blob_root.mkdir(parents=True, exist_ok=True)
         self.upload_root.mkdir(parents=True, exist_ok=True)
@@ -150,7 +152,7 @@ class FilesystemBlobStore:
                 if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
                     raise UploadConflict(upload_id) from None
                 raise
-            yield _FileUploadWriter(fd)
+            yield _FileUploadWriter(fd, str(self.upload_path(upload_id)), self.direct_writes)
         finally:
             os.close(fd)
 
@@ -239,8 +241,10 @@ class FilesystemBlobStore:
 class _FileUploadWriter:
     """Writes to an upload file whose flock the caller holds."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, path: str, direct: DirectWrites) -> None:
         self.fd = fd
+        self.path = path
+        self.direct = direct
         self.state: str | None = None  # the file is its own state
 
     async def write_at(self, offset: int, chunks: AsyncIterator[bytes],
@@ -250,6 +254,14 @@ class _FileUploadWriter:
             raise UploadOffsetMismatch(size)
         if size > offset:
             os.ftruncate(self.fd, offset)
+        buffers = self.direct.take_pair() if length is None or length > STAGE else None
+        if buffers is not None:
+            try:
+                return await write_staged(self.fd, self.path, offset, chunks, self.direct,
+                                          buffers)
+            except BaseException:
+                os.ftruncate(self.fd, offset)
+                raise
         os.lseek(self.fd, offset, os.SEEK_SET)
         written = flushed = offset
         try:
