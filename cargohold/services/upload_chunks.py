@@ -12,6 +12,9 @@ from cargohold.services.resumable_hash import ResumableHash
 from cargohold.wire.errors import ErrorCode, RegistryError
 
 HASH_BATCH = 1 << 20
+# The last MiB of a body of known length goes to the thread in smaller batches, so that little
+# is left to hash on the loop, after the thread's last batch, before the request is answered.
+HASH_TAIL_BATCH = 1 << 18
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +76,9 @@ async def hashed(body: AsyncIterator[bytes], hasher: ResumableHash,
     A large body is hashed on a thread, HASH_BATCH bytes at a time, while the event loop goes
     on receiving and writing the next chunks (the hash releases the GIL): the digest, not the
     disk, bounds a large push. Batches are hashed in order, one at a time; a small body
-    (below HASH_BATCH) is hashed right here, a thread hand-off costing more than that."""
+    (below HASH_BATCH) is hashed right here, a thread hand-off costing more than that.
+    A chunked push pays the end of each PATCH's hash before its 202: 0.8 ms per 8 MiB PATCH
+    with 1 MiB batches to the end, 0.4 ms with the smaller tail batches (bench/PROFILE.md)."""
     received = batch_bytes = 0
     batch: list[bytes] = []
     hashing: asyncio.Future[None] | None = None
@@ -84,7 +89,8 @@ async def hashed(body: AsyncIterator[bytes], hasher: ResumableHash,
                 raise ChunkSizeMismatch
             batch.append(chunk)
             batch_bytes += len(chunk)
-            if batch_bytes >= HASH_BATCH:
+            near_end = expected_length is not None and expected_length - received < HASH_BATCH
+            if batch_bytes >= (HASH_TAIL_BATCH if near_end else HASH_BATCH):
                 if hashing is not None:
                     await hashing
                 hashing = asyncio.get_running_loop().run_in_executor(
