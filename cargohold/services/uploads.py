@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from cargohold.services import metrics
 from cargohold.services.resumable_hash import ResumableHash, new_hash, restore_hash
-from cargohold.services.retention.pins import pin_upload_blob
+from cargohold.services.retention.pins import pin_upload_blob, pinned_digest
 from cargohold.services.storage import Storage
 from cargohold.services.upload_chunks import (
     ChunkRange,
@@ -132,28 +132,69 @@ class UploadService:
                                                       chunk_range, content_length, created)
             if direct_size is not None:
                 return expected, direct_size
-        async with self._writer(repository, upload_id, created) as (writer, record):
-            if body is not None:
-                # The last chunk is acknowledged together with the blob, in one transaction.
-                await self._write_chunk(writer, record, body, chunk_range,
-                                        content_length, acknowledge=False)
-            resumed = await self._resume(record if body is None else None, upload_id,
-                                         expected.algorithm)
-            size, hasher = resumed.size, resumed.hasher
-            self._hashers.pop(upload_id, None)
-            if hasher.hexdigest() != expected.hex:
-                await self.storage.blobs.delete_upload(upload_id)
-                await self.storage.write(self.storage.metadata.delete_upload, repository,
-                                         upload_id)
-                raise RegistryError(ErrorCode.DIGEST_INVALID, detail={"digest": str(expected)})
-            await pin_upload_blob(self.storage, upload_id, str(expected))
-            await self.storage.blobs.commit_upload(upload_id, size, str(expected),
-                                                   resumed.scratch_state)
-            completed = await self.storage.write(self.storage.metadata.complete_upload,
-                                                 repository, upload_id, str(expected), size)
-        if not completed:
+        try:
+            async with self._writer(repository, upload_id, created) as (writer, record):
+                completed_size = await self._complete_held(writer, record, repository, expected,
+                                                           body, chunk_range, content_length)
+        except RegistryError as exc:
+            if exc.code is not ErrorCode.BLOB_UPLOAD_UNKNOWN:
+                raise
+            completed_size = await self._finish_interrupted(
+                repository, upload_id, expected, 0 if body is None else content_length)
+            if completed_size is None:
+                raise
+        if completed_size is None:
             raise unknown_upload(upload_id)
-        return expected, size
+        return expected, completed_size
+
+    async def _complete_held(self, writer: UploadWriter, record: UploadRecord, repository: str,
+                             expected: Digest, body: AsyncIterator[bytes] | None,
+                             chunk_range: ChunkRange | None, content_length: int | None,
+                             ) -> int | None:
+        """Verify and publish the session this request holds; None if it was gone by the
+        time its transaction ran."""
+        upload_id = record.id
+        if body is not None:
+            # The last chunk is acknowledged together with the blob, in one transaction.
+            await self._write_chunk(writer, record, body, chunk_range,
+                                    content_length, acknowledge=False)
+        resumed = await self._resume(record if body is None else None, upload_id,
+                                     expected.algorithm)
+        size, hasher = resumed.size, resumed.hasher
+        self._hashers.pop(upload_id, None)
+        if hasher.hexdigest() != expected.hex:
+            await self.storage.blobs.delete_upload(upload_id)
+            await self.storage.write(self.storage.metadata.delete_upload, repository,
+                                     upload_id)
+            raise RegistryError(ErrorCode.DIGEST_INVALID, detail={"digest": str(expected)})
+        await pin_upload_blob(self.storage, upload_id, str(expected))
+        await self.storage.blobs.commit_upload(upload_id, size, str(expected),
+                                               resumed.scratch_state)
+        completed = await self.storage.write(self.storage.metadata.complete_upload,
+                                             repository, upload_id, str(expected), size)
+        return size if completed else None
+
+    async def _finish_interrupted(self, repository: str, upload_id: str, expected: Digest,
+                                  body_length: int | None) -> int | None:
+        """The size of a completion that a crash cut off between moving the verified bytes
+        into place and its transaction, now finished; None when that is not what happened.
+
+        Then the session is still there but its bytes are not: they are the blob, already
+        in place, and the session's pin names the digest they verified as. A client resuming
+        from the session's size with the same final request finds it done, as it would have
+        without the crash."""
+        record = await self.storage.read(self.storage.metadata.get_upload, repository,
+                                         upload_id)
+        if record is None or body_length is None:
+            return None
+        if await pinned_digest(self.storage, upload_id) != str(expected):
+            return None
+        location = await self.storage.blobs.locate(str(expected))
+        if location is None or location.size != record.size + body_length:
+            return None
+        completed = await self.storage.write(self.storage.metadata.complete_upload, repository,
+                                             upload_id, str(expected), location.size)
+        return location.size if completed else None
 
     async def upload_whole(self, repository: str, digest: str, body: AsyncIterator[bytes],
                            content_length: int | None) -> tuple[Digest, int]:

@@ -243,6 +243,12 @@ class CollectionStore:
             return True
         return self.database.transaction(unit)
 
+    def pinned_digest(self, upload_id: str) -> str | None:
+        """The digest upload `upload_id` pinned (it verified as that digest), if any."""
+        with self.database.engine.connect() as conn:
+            return conn.execute(select(blob_pins.c.digest).where(
+                blob_pins.c.upload_id == upload_id)).scalar()
+
     def _lock_digest(self, conn: Connection, digest: str) -> None:
         """Serialise pins and orphan claims of one digest when no row exists to lock yet."""
         if self._lock:

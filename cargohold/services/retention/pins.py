@@ -29,3 +29,8 @@ async def pin_upload_blob(storage: Storage, upload_id: str, digest: str) -> None
                                 "retry the request", {"digest": digest},
                                 headers={"Retry-After": "5"})
         await asyncio.sleep(0.05)
+
+
+async def pinned_digest(storage: Storage, upload_id: str) -> str | None:
+    """The digest an upload pinned: the one its bytes verified as, before they were moved."""
+    return await storage.read(CollectionStore(storage.database).pinned_digest, upload_id)
