@@ -9,14 +9,22 @@ import errno
 import hashlib
 import os
 import random
+import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from cargohold.storage.direct_writes import ALIGN, STAGE, DirectWrites, write_staged
+from cargohold.storage.direct_writes import (
+    ALIGN,
+    PER_REQUEST,
+    STAGE,
+    DirectWrites,
+    write_staged,
+)
 
 TIMEOUT = 30
 
@@ -51,7 +59,7 @@ def write(path: Path, prefix: bytes, data: bytes, direct: DirectWrites, seed: in
     path.write_bytes(prefix)
     fd = os.open(path, os.O_WRONLY)
     try:
-        buffers = direct.take_pair()
+        buffers = direct.take()
         assert buffers is not None
         return asyncio.run(write_staged(fd, str(path), len(prefix),
                                         pieces(data, random.Random(seed), fail_after),
@@ -81,30 +89,36 @@ def test_bytes_land_exactly_at_any_offset(tmp_path: Path, offset: int, length: i
 
 def test_a_failed_write_leaves_nothing_writing(tmp_path: Path) -> None:
     """The caller truncates right after the error: no buffer of the failed write may land
-    later and extend the file again."""
+    later and extend the file again. The loop's one thread is held busy for a moment, so the
+    failed write's buffers are still queued when the body fails."""
     data = random.Random(5).randbytes(6 * STAGE)
     path = tmp_path / "upload"
     direct = DirectWrites()
 
     async def fail_then_truncate(fail_after: int) -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=1))
+        busy = threading.Event()
+        loop.run_in_executor(None, busy.wait, 5)
+        loop.call_later(0.2, busy.set)
         path.write_bytes(b"x" * 100)
         fd = os.open(path, os.O_WRONLY)
         try:
-            buffers = direct.take_pair()
+            buffers = direct.take()
             assert buffers is not None
             with pytest.raises(ConnectionResetError):
                 await write_staged(fd, str(path), 100,
                                    pieces(data, random.Random(fail_after), fail_after),
                                    direct, buffers)
             os.ftruncate(fd, 100)
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.4)
         finally:
             os.close(fd)
         assert path.read_bytes() == b"x" * 100
 
     for fail_after in (STAGE, 2 * STAGE + 1, 4 * STAGE):
         asyncio.run(fail_then_truncate(fail_after))
-    assert direct.take_pair() is not None  # the failed writes gave their buffers back
+    assert direct.take() is not None  # the failed writes gave their buffers back
 
 
 def test_a_cancelled_write_waits_for_its_buffer_in_flight(tmp_path: Path) -> None:
@@ -128,7 +142,7 @@ def test_a_cancelled_write_waits_for_its_buffer_in_flight(tmp_path: Path) -> Non
         path.write_bytes(b"")
         fd = os.open(path, os.O_WRONLY)
         try:
-            buffers = direct.take_pair()
+            buffers = direct.take()
             assert buffers is not None
             writing = asyncio.ensure_future(
                 write_staged(fd, str(path), 0, body(), direct, buffers))
@@ -145,15 +159,15 @@ def test_a_cancelled_write_waits_for_its_buffer_in_flight(tmp_path: Path) -> Non
 
 
 def test_staging_buffers_are_bounded_and_reused() -> None:
-    direct = DirectWrites(max_buffers=4, kept=2)
-    first, second = direct.take_pair(), direct.take_pair()
+    direct = DirectWrites(max_buffers=2 * PER_REQUEST, kept=PER_REQUEST)
+    first, second = direct.take(), direct.take()
     assert first is not None and second is not None
-    assert direct.take_pair() is None  # a third request writes through the page cache
+    assert direct.take() is None  # a third request writes through the page cache
     direct.give(first)
-    again = direct.take_pair()
+    again = direct.take()
     assert again is not None and set(map(id, again)) == set(map(id, first))
-    assert all(len(buffer) == STAGE for buffer in again)
-    assert DirectWrites(enabled=False).take_pair() is None
+    assert len(again) == PER_REQUEST and all(len(buffer) == STAGE for buffer in again)
+    assert DirectWrites(enabled=False).take() is None
 
 
 def sha256(data: bytes) -> str:

@@ -3,18 +3,19 @@
 Why: a buffered write copies every byte into the page cache, and the data must be written
 back before the blob is published: by the fsync that publishes it and, on ext4, by every
 journal commit in between (a chunk's acknowledging database commit waited for that chunk's
-writeback). Where writeback is slow, or new page-cache pages are costly (a VM whose memory
-the host backs lazily), that held 256 MiB pushes to about 300 MB/s on a disk that takes
-2 GB/s of direct writes (bench/PROFILE.md, session 6). Bytes written with O_DIRECT go from
-an aligned buffer to the device, on a thread while the loop receives the next ones, and the
-publishing fsync finds only metadata left. A large push also no longer evicts what pulls
-keep in the page cache.
+writeback). Where writeback is slow (about 300 MB/s on the benchmark machine, whose disk
+takes 2 GB/s of direct writes: bench/PROFILE.md, session 6), that bounded every large push.
+Bytes written with O_DIRECT go from an aligned buffer to the device, on a thread while the
+loop receives the next ones, and the publishing fsync finds only metadata left. The price:
+a blob's first pull after its push reads it from the disk, not from the page cache (which a
+large push then no longer floods either).
 
 A request's bytes up to the first block boundary, and what is left below a whole block at
 its end, go through the page cache: O_DIRECT needs aligned offsets and lengths, and those
-edges are a block at most. A filesystem or device that refuses O_DIRECT (EINVAL) gets
-buffered writes from then on. Staging buffers are bounded per process: a request that finds
-none free writes through the page cache, as before.
+edges are a block at most. One buffer of a request is written while the loop fills the
+other (a third, for two writes at once, measured the same). A filesystem or device that
+refuses O_DIRECT (EINVAL) gets buffered writes from then on. Staging buffers are bounded per
+process: a request that finds none free writes through the page cache, as before.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ import asyncio
 import errno
 import mmap
 import os
+from collections import deque
 from collections.abc import AsyncIterator
 
 ALIGN = 4096  # a multiple of every logical block size in use (512 and 4096)
-STAGE = 1024 * 1024  # bytes a staging buffer holds; a request stages into two
+STAGE = 1024 * 1024  # bytes a staging buffer holds
+PER_REQUEST = 2  # staging buffers a request holds: one filling while the other is written
 MIN_DIRECT_TAIL = 64 * 1024  # a smaller remainder at the end goes through the page cache
 
 
@@ -41,21 +44,24 @@ class DirectWrites:
     staging buffers (anonymous maps), kept for reuse: a new map's pages are faulted in and
     zeroed on first touch, which costs more than the copy into them."""
 
-    def __init__(self, enabled: bool = True, max_buffers: int = 8, kept: int = 2) -> None:
+    def __init__(self, enabled: bool = True, max_buffers: int = 4 * PER_REQUEST,
+                 kept: int = PER_REQUEST) -> None:
         self.enabled = enabled and hasattr(os, "O_DIRECT")
-        self.max_buffers = max_buffers  # in use at once in this process: 2 per request
+        self.max_buffers = max_buffers  # in use at once in this process
         self.kept = kept
         self._free: list[mmap.mmap] = []
         self._in_use = 0
         self.direct_bytes = 0  # written past the page cache by this process, all told
 
-    def take_pair(self) -> tuple[mmap.mmap, mmap.mmap] | None:
-        if not self.enabled or self._in_use + 2 > self.max_buffers:
+    def take(self) -> tuple[mmap.mmap, ...] | None:
+        """A request's staging buffers; None when direct writes are off or the process
+        already stages as much as it may."""
+        if not self.enabled or self._in_use + PER_REQUEST > self.max_buffers:
             return None
-        self._in_use += 2
-        return self._take(), self._take()
+        self._in_use += PER_REQUEST
+        return tuple(self._take() for _ in range(PER_REQUEST))
 
-    def give(self, buffers: tuple[mmap.mmap, mmap.mmap]) -> None:
+    def give(self, buffers: tuple[mmap.mmap, ...]) -> None:
         self._in_use -= len(buffers)
         for buffer in buffers:
             if len(self._free) < self.kept:
@@ -85,7 +91,7 @@ class DirectWrites:
 
 
 async def write_staged(fd: int, path: str, position: int, chunks: AsyncIterator[bytes],
-                       direct: DirectWrites, buffers: tuple[mmap.mmap, mmap.mmap]) -> int:
+                       direct: DirectWrites, buffers: tuple[mmap.mmap, ...]) -> int:
     """Write `chunks` into the file open as `fd` at `path` from `position` on; the position
     after the last byte. Once this returns, or raises, no write of it is still running."""
     staged = _StagedWrite(fd, path, position, direct, buffers)
@@ -99,22 +105,22 @@ async def write_staged(fd: int, path: str, position: int, chunks: AsyncIterator[
 
 
 class _StagedWrite:
-    """Edges through `fd`; whole staged buffers through a direct descriptor, on a thread,
-    one buffer in flight while the other fills."""
+    """Edges through `fd`; whole staged buffers through a direct descriptor, each on a
+    thread, while the loop fills the next free buffer."""
 
     def __init__(self, fd: int, path: str, position: int, direct: DirectWrites,
-                 buffers: tuple[mmap.mmap, mmap.mmap]) -> None:
+                 buffers: tuple[mmap.mmap, ...]) -> None:
         self.fd = fd
         self.path = path
         self.position = position  # the file position of the next byte given to `write`
         self.direct = direct
         self.buffers = buffers
+        self._free = list(buffers)
+        self._in_flight: deque[tuple[asyncio.Future[int], mmap.mmap]] = deque()  # oldest first
         self._direct_fd: int | None = None
         self._current: mmap.mmap | None = None  # filling, from file position `_start`
         self._start = position
         self._staged = 0
-        self._in_flight: asyncio.Future[int] | None = None
-        self._last_sent = buffers[1]
 
     async def write(self, chunk: bytes | memoryview) -> None:
         view = memoryview(chunk).cast("B")
@@ -125,7 +131,9 @@ class _StagedWrite:
             view = view[len(head):]
         while view:
             if self._current is None:
-                self._current = self.buffers[0 if self._last_sent is self.buffers[1] else 1]
+                if not self._free:
+                    await self._land_oldest(raise_error=True)
+                self._current = self._free.pop()
                 self._start, self._staged = self.position, 0
             count = min(len(view), STAGE - self._staged)
             self._current[self._staged:self._staged + count] = view[:count]
@@ -133,37 +141,26 @@ class _StagedWrite:
             self.position += count
             view = view[count:]
             if self._staged == STAGE:
-                await self._send(STAGE)
+                self._send(STAGE)
 
     async def finish(self) -> int:
         """Write what is staged and wait for every write: the file then holds every byte."""
         if self._current is not None:
             whole = self._staged - self._staged % ALIGN
+            current, start = self._current, self._start
             if whole >= MIN_DIRECT_TAIL:
-                current, start = self._current, self._start
-                await self._send(whole)
-                pwrite_all(self.fd, memoryview(current)[whole:self._staged], start + whole)
+                self._send(whole)
             else:
-                pwrite_all(self.fd, memoryview(self._current)[:self._staged], self._start)
-                self._current = None
+                whole, self._current = 0, None
+                self._free.append(current)
+            pwrite_all(self.fd, memoryview(current)[whole:self._staged], start + whole)
         await self.settle(raise_error=True)
         return self.position
 
     async def settle(self, raise_error: bool = False) -> None:
-        """Wait for the buffer in flight; its error is raised only when asked. A cancelled
-        wait leaves the write tracked: the `finally` of `write_staged` waits for it."""
-        in_flight = self._in_flight
-        if in_flight is None:
-            return
-        if raise_error:
-            count = await asyncio.shield(in_flight)
-            self._in_flight = None
-            self.direct.direct_bytes += count
-            return
-        await asyncio.wait([in_flight])
-        self._in_flight = None
-        if not in_flight.cancelled():
-            in_flight.exception()  # retrieved: the caller's own error is the one raised
+        """Wait for every buffer in flight; an error is raised only when asked."""
+        while self._in_flight:
+            await self._land_oldest(raise_error)
 
     def close(self) -> None:
         self.direct.give(self.buffers)
@@ -171,17 +168,29 @@ class _StagedWrite:
             os.close(self._direct_fd)
             self._direct_fd = None
 
-    async def _send(self, count: int) -> None:
-        """Hand the current buffer's first `count` bytes to a thread, once the other
-        buffer's write has finished."""
+    async def _land_oldest(self, raise_error: bool) -> None:
+        """Wait for the oldest write in flight and free its buffer. A cancelled wait leaves
+        the write tracked: the `finally` of `write_staged` waits for it."""
+        in_flight, buffer = self._in_flight[0]
+        if raise_error:
+            count = await asyncio.shield(in_flight)
+            self.direct.direct_bytes += count
+        else:
+            await asyncio.wait([in_flight])
+            if not in_flight.cancelled():
+                in_flight.exception()  # retrieved: the caller's own error is the one raised
+        self._in_flight.popleft()
+        self._free.append(buffer)
+
+    def _send(self, count: int) -> None:
+        """Hand the current buffer's first `count` bytes to a thread."""
         assert self._current is not None
-        await self.settle(raise_error=True)
         if self._direct_fd is None:
             self._direct_fd = self.direct.open(self.fd, self.path)
         buffer, start, self._current = self._current, self._start, None
-        self._last_sent = buffer
-        self._in_flight = asyncio.get_running_loop().run_in_executor(
+        writing = asyncio.get_running_loop().run_in_executor(
             None, self._write_buffer, buffer, count, start)
+        self._in_flight.append((writing, buffer))
 
     def _write_buffer(self, buffer: mmap.mmap, count: int, start: int) -> int:
         """Returns the bytes written past the page cache."""

@@ -254,7 +254,7 @@ class _FileUploadWriter:
             raise UploadOffsetMismatch(size)
         if size > offset:
             os.ftruncate(self.fd, offset)
-        buffers = self.direct.take_pair() if length is None or length > STAGE else None
+        buffers = self.direct.take() if length is None or length > STAGE else None
         if buffers is not None:
             try:
                 return await write_staged(self.fd, self.path, offset, chunks, self.direct,
