@@ -18,6 +18,7 @@ from types import FrameType
 
 from cargohold.config import Settings
 from cargohold.http.app import create_app, identity_service
+from cargohold.http.balanced_accept import ConnectionCounts, WorkerSlot
 from cargohold.http.logging import AccessLogger
 from cargohold.http.logging import configure_logging as configure_log_format
 from cargohold.http.serving import run_app
@@ -87,7 +88,9 @@ def bind(settings: Settings) -> socket.socket:
     return sock
 
 
-def run_worker(settings: Settings, sock: socket.socket) -> None:
+def run_worker(settings: Settings, sock: socket.socket,
+               counts: ConnectionCounts | None = None, index: int = 0) -> None:
+    """Serve on `sock`; with `counts`, as worker `index` of those sharing it."""
     configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
     # What the worker has imported and built lives as long as it does: out of the cyclic
@@ -99,7 +102,8 @@ def run_worker(settings: Settings, sock: socket.socket) -> None:
     # The access logger also counts every request in the metrics (access_log only decides
     # whether it writes a line).
     run_app(app, sock, access_log=logging.getLogger("cargohold.access"),
-            access_log_class=AccessLogger, shutdown_timeout=10)
+            access_log_class=AccessLogger, shutdown_timeout=10,
+            slot=None if counts is None else WorkerSlot(counts, index))
 
 
 def serve(settings: Settings) -> None:
@@ -122,8 +126,10 @@ def serve(settings: Settings) -> None:
 
 def _supervise(settings: Settings, sock: socket.socket) -> None:
     context = multiprocessing.get_context("fork")
-    workers = [context.Process(target=run_worker, args=(settings, sock), daemon=False)
-               for _ in range(settings.workers)]
+    counts = ConnectionCounts(settings.workers)  # before the fork: shared by every worker
+    workers = [context.Process(target=run_worker, args=(settings, sock, counts, index),
+                               daemon=False)
+               for index in range(settings.workers)]
     for worker in workers:
         worker.start()
     stopping = False
@@ -141,10 +147,13 @@ def _supervise(settings: Settings, sock: socket.socket) -> None:
         while any(worker.is_alive() for worker in workers):
             for index, worker in enumerate(workers):
                 worker.join(timeout=0.5)
+                if not worker.is_alive():
+                    counts.stopped(index)
                 if not worker.is_alive() and not stopping:
                     log.warning("worker %s exited with %s; restarting", worker.pid,
                                 worker.exitcode)
-                    workers[index] = context.Process(target=run_worker, args=(settings, sock))
+                    workers[index] = context.Process(target=run_worker,
+                                                     args=(settings, sock, counts, index))
                     workers[index].start()
     finally:
         sock.close()

@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 from http import HTTPStatus
+from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -27,6 +28,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_runner import GracefulExit
 from aiohttp.web_server import Server
 
+from cargohold.http.balanced_accept import BalancedSockSite, WorkerSlot
 from cargohold.http.errors import API_VERSION_HEADER
 from cargohold.wire.errors import ErrorCode, RegistryError
 
@@ -97,35 +99,61 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 class EnvelopeServer(Server):
+    """Makes `EnvelopeRequestHandler`s; counts its connections in `slot` when given one."""
+
+    slot: WorkerSlot | None = None
+
     def __call__(self) -> RequestHandler:
         return EnvelopeRequestHandler(self, loop=self._loop, **self._kwargs)
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        if self.slot is not None:
+            self.slot.changed(open=1)
+        super().connection_made(handler, transport)
+
+    def connection_lost(self, handler: RequestHandler,
+                        exc: BaseException | None = None) -> None:
+        if self.slot is not None:
+            self.slot.changed(open=-1)
+        super().connection_lost(handler, exc)
 
 
 class EnvelopeAppRunner(web.AppRunner):
     """An AppRunner whose connections are `EnvelopeRequestHandler`s."""
 
+    def __init__(self, app: web.Application, slot: WorkerSlot | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.slot = slot
+
     async def _make_server(self) -> Server:
         made = await super()._make_server()
         # Same handler, request factory and settings; only the per-connection class differs.
-        return EnvelopeServer(made.request_handler, request_factory=made.request_factory,
-                              handler_cancellation=made.handler_cancellation,
-                              loop=asyncio.get_running_loop(), **made._kwargs)
+        server = EnvelopeServer(made.request_handler, request_factory=made.request_factory,
+                                handler_cancellation=made.handler_cancellation,
+                                loop=asyncio.get_running_loop(), **made._kwargs)
+        server.slot = self.slot
+        return server
 
 
 def run_app(app: web.Application, sock: socket.socket, access_log: logging.Logger | None,
             shutdown_timeout: float,
-            access_log_class: type[AbstractAccessLogger] = AccessLogger) -> None:
-    """Serve `app` on `sock` until SIGTERM/SIGINT, then shut down gracefully (as run_app)."""
+            access_log_class: type[AbstractAccessLogger] = AccessLogger,
+            slot: WorkerSlot | None = None) -> None:
+    """Serve `app` on `sock` until SIGTERM/SIGINT, then shut down gracefully (as run_app).
+    With a `slot`, `sock` is shared by several workers and connections are balanced."""
 
     async def serve() -> None:
-        runner = EnvelopeAppRunner(app, handle_signals=True, access_log=access_log,
+        runner = EnvelopeAppRunner(app, slot, handle_signals=True, access_log=access_log,
                                    shutdown_timeout=shutdown_timeout,
                                    access_log_class=access_log_class,
                                    max_line_size=MAX_REQUEST_LINE,
                                    max_field_size=MAX_HEADER_FIELD)
         await runner.setup()
         try:
-            await web.SockSite(runner, sock).start()
+            site = web.SockSite(runner, sock) if slot is None \
+                else BalancedSockSite(runner, sock, slot)
+            await site.start()
             while True:
                 await asyncio.sleep(3600)
         finally:
