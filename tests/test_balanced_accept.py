@@ -15,27 +15,43 @@ from contextlib import contextmanager
 import pytest
 from conftest import RegistryProcess
 
-from cargohold.http.balanced_accept import NOT_ACCEPTING, ConnectionCounts, WorkerSlot
+from cargohold.http.balanced_accept import NOT_ACCEPTING, SLACK, ConnectionCounts, WorkerSlot
 
 TIMEOUT = 30
 
 
-def test_a_worker_is_above_its_share_only_when_another_holds_fewer() -> None:
+def test_a_worker_is_above_its_share_only_when_another_holds_fewer_beyond_the_slack() -> None:
     counts = ConnectionCounts(3)
     slots = [WorkerSlot(counts, index) for index in range(3)]
     assert [counts.get(index) for index in range(3)] == [NOT_ACCEPTING] * 3
     slots[0].start()
+    slots[0].changed(open=SLACK + 5)
     assert not slots[0].above_share()  # the others are not accepting yet
     slots[1].start()
     slots[2].start()
-    slots[0].changed(opening=1)
     assert slots[0].above_share() and not slots[1].above_share()
-    slots[1].changed(opening=1)
-    slots[1].changed(opening=-1, open=1)  # accepted, then made: still one connection
-    slots[2].changed(open=1)
-    assert counts.get(1) == 1 and not any(slot.above_share() for slot in slots)
+    slots[1].changed(opening=SLACK + 5)
+    slots[1].changed(opening=-1, open=1)  # accepted, then made: the same connection
+    slots[2].changed(open=SLACK + 4)
+    assert counts.get(1) == SLACK + 5
+    assert not any(slot.above_share() for slot in slots)  # within the slack of each other
     slots[2].changed(open=-1)
     assert slots[0].above_share() and slots[1].above_share() and not slots[2].above_share()
+
+
+def test_nobody_steps_back_for_a_worker_that_is_stepping_back() -> None:
+    """With short-lived connections the counts swing; two workers both waiting for each
+    other would leave connections queued."""
+    counts = ConnectionCounts(2)
+    first, second = WorkerSlot(counts, 0), WorkerSlot(counts, 1)
+    first.start()
+    second.start()
+    first.changed(open=SLACK + 1)
+    assert first.above_share()
+    counts.stepping_back(1, True)
+    assert not first.above_share()
+    counts.stepping_back(1, False)
+    assert first.above_share()
 
 
 def test_a_stopped_worker_draws_no_connections() -> None:
@@ -43,7 +59,7 @@ def test_a_stopped_worker_draws_no_connections() -> None:
     first, second = WorkerSlot(counts, 0), WorkerSlot(counts, 1)
     first.start()
     second.start()
-    first.changed(open=5)
+    first.changed(open=SLACK + 5)
     assert first.above_share()
     second.stop()
     assert not first.above_share()

@@ -4,9 +4,12 @@ Why: every worker waits on the one listening socket, and the first to wake takes
 connections queued at that moment. Clients that open their pool at once (16 connections
 pushing small blobs, wrk's 64) were split 12 to 5 between two workers, so one worker's core
 was the limit while the other idled (bench/PROFILE.md, session 7). Each worker publishes how
-many connections it holds in memory shared across the fork; a worker holding more than the
-least loaded one steps back for `DEFER` seconds, which gives the others the first chance,
-and then accepts anyway, so no connection waits long on a busy worker.
+many connections it holds in memory shared across the fork; a worker holding more than
+`SLACK` above the least loaded one steps back for `DEFER` seconds, which gives the others the
+first chance; a connection still queued after `MAX_DEFERRALS` of those it takes anyway, so no
+connection waits long on a busy worker. Nobody
+steps back for a worker that is itself stepping back: with short-lived connections (one
+request each) the counts swing, and two workers both waiting halved the accept rate.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import asyncio
 import ctypes
 import errno
 import logging
+import select
 import socket
 from multiprocessing.sharedctypes import RawArray
 from typing import Any
@@ -23,6 +27,8 @@ from aiohttp import web
 from aiohttp.web_runner import BaseSite
 
 DEFER = 0.002  # seconds a worker above its share leaves a waiting connection to the others
+SLACK = 1  # connections a worker may hold above the least loaded before it steps back
+MAX_DEFERRALS = 3  # steps back in a row while connections stay queued, then it accepts
 RESOURCE_PAUSE = 1.0  # out of descriptors or memory: accepting resumes after this (as asyncio)
 ACCEPT_BATCH = 16  # connections taken per wake-up at most, so requests in flight keep moving
 NOT_ACCEPTING = 2**31 - 1  # the count of a worker that is starting, stopping or dead
@@ -36,6 +42,7 @@ class ConnectionCounts:
 
     def __init__(self, workers: int) -> None:
         self._slots: Any = RawArray(ctypes.c_int, [NOT_ACCEPTING] * workers)
+        self._stepping_back: Any = RawArray(ctypes.c_bool, workers)
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -50,10 +57,15 @@ class ConnectionCounts:
     def get(self, index: int) -> int:
         return int(self._slots[index])
 
+    def stepping_back(self, index: int, stepping: bool) -> None:
+        self._stepping_back[index] = stepping
+
     def above_share(self, index: int) -> bool:
-        """True when another worker holds fewer connections than worker `index`."""
+        """True when another worker, not stepping back itself, holds more than `SLACK`
+        fewer connections than worker `index`."""
         own = self._slots[index]
-        return any(count < own for count in self._slots)
+        return any(count + SLACK < own and not self._stepping_back[other]
+                   for other, count in enumerate(self._slots))
 
 
 class WorkerSlot:
@@ -95,6 +107,7 @@ class BalancedSockSite(BaseSite):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reading = False
         self._resume: asyncio.TimerHandle | None = None
+        self._deferrals = 0  # steps back in a row with connections queued all along
         self._connecting: set[asyncio.Task[None]] = set()
         host, port = sock.getsockname()[:2]
         self._name = f"http://{f'[{host}]' if ':' in host else host}:{port}"
@@ -129,19 +142,24 @@ class BalancedSockSite(BaseSite):
     def _pause(self, seconds: float) -> None:
         assert self._loop is not None
         self._read(False)
+        self._slot.counts.stepping_back(self._slot.index, True)
         self._resume = self._loop.call_later(seconds, self._resumed)
 
     def _resumed(self) -> None:
-        """A connection still queued now has waited `DEFER` for the others: take it. One
-        that arrives later is offered to the others first again."""
         self._resume = None
+        self._slot.counts.stepping_back(self._slot.index, False)
         self._read(True)
-        self._accept()
+        if queued(self._sock):
+            self._readable()  # it waited for the others, or another came: step back again?
+        else:
+            self._deferrals = 0  # the others took what was waiting
 
     def _readable(self) -> None:
-        if self._slot.above_share():
+        if self._deferrals < MAX_DEFERRALS and self._slot.above_share():
+            self._deferrals += 1
             self._pause(DEFER)
         else:
+            self._deferrals = 0
             self._accept()
 
     def _accept(self) -> None:
@@ -176,3 +194,9 @@ class BalancedSockSite(BaseSite):
         finally:
             self._slot.changed(opening=-1)
 
+
+def queued(sock: socket.socket) -> bool:
+    """Whether a connection waits to be accepted on listening socket `sock`."""
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
