@@ -39,13 +39,18 @@ def test_a_worker_is_above_its_share_only_when_another_holds_fewer_beyond_the_sl
     assert slots[0].above_share() and slots[1].above_share() and not slots[2].above_share()
 
 
-def test_nobody_steps_back_for_a_worker_that_is_stepping_back() -> None:
-    """With short-lived connections the counts swing; two workers both waiting for each
-    other would leave connections queued."""
+def two_started_workers() -> tuple[ConnectionCounts, WorkerSlot, WorkerSlot]:
     counts = ConnectionCounts(2)
     first, second = WorkerSlot(counts, 0), WorkerSlot(counts, 1)
     first.start()
     second.start()
+    return counts, first, second
+
+
+def test_nobody_steps_back_for_a_worker_that_is_stepping_back() -> None:
+    """With short-lived connections the counts swing; two workers both waiting for each
+    other would leave connections queued."""
+    counts, first, _ = two_started_workers()
     first.changed(open=SLACK + 1)
     assert first.above_share()
     counts.stepping_back(1, True)
@@ -55,10 +60,7 @@ def test_nobody_steps_back_for_a_worker_that_is_stepping_back() -> None:
 
 
 def test_a_stopped_worker_draws_no_connections() -> None:
-    counts = ConnectionCounts(2)
-    first, second = WorkerSlot(counts, 0), WorkerSlot(counts, 1)
-    first.start()
-    second.start()
+    counts, first, second = two_started_workers()
     first.changed(open=SLACK + 5)
     assert first.above_share()
     second.stop()
