@@ -147,9 +147,10 @@ def _supervise(settings: Settings, sock: socket.socket) -> None:
         while any(worker.is_alive() for worker in workers):
             for index, worker in enumerate(workers):
                 worker.join(timeout=0.5)
-                if not worker.is_alive():
-                    counts.stopped(index)
-                if not worker.is_alive() and not stopping:
+                if worker.is_alive():
+                    continue
+                counts.stopped(index)
+                if not stopping:
                     log.warning("worker %s exited with %s; restarting", worker.pid,
                                 worker.exitcode)
                     workers[index] = context.Process(target=run_worker,

@@ -7,9 +7,9 @@ was the limit while the other idled (bench/PROFILE.md, session 7). Each worker p
 many connections it holds in memory shared across the fork; a worker holding more than
 `SLACK` above the least loaded one steps back for `DEFER` seconds, which gives the others the
 first chance; a connection still queued after `MAX_DEFERRALS` of those it takes anyway, so no
-connection waits long on a busy worker. Nobody
-steps back for a worker that is itself stepping back: with short-lived connections (one
-request each) the counts swing, and two workers both waiting halved the accept rate.
+connection waits long on a busy worker. Nobody steps back for a worker that is itself
+stepping back: with short-lived connections (one request each) the counts swing, and two
+workers both waiting halved the accept rate.
 """
 
 from __future__ import annotations
@@ -43,9 +43,6 @@ class ConnectionCounts:
     def __init__(self, workers: int) -> None:
         self._slots: Any = RawArray(ctypes.c_int, [NOT_ACCEPTING] * workers)
         self._stepping_back: Any = RawArray(ctypes.c_bool, workers)
-
-    def __len__(self) -> int:
-        return len(self._slots)
 
     def stopped(self, index: int) -> None:
         """Worker `index` accepts no more: the others no longer leave connections to it."""
