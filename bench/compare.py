@@ -215,8 +215,8 @@ def run_bench(url: str, pid: int | None, quick: bool, only: str | None,
         cmd += ["--clients", str(OPTIONS["clients"])]
     if only:
         cmd += ["--only", only]
-    load_before = loadavg()
-    log(f"running {shlex.join(cmd)} (loadavg {load_before})")
+    load_before, probe_before = loadavg(), cpu_probe_ms()
+    log(f"running {shlex.join(cmd)} (loadavg {load_before}, CPU probe {probe_before} ms)")
     p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False,
                        timeout=BENCH_TIMEOUT_QUICK if quick else BENCH_TIMEOUT_FULL)
     if p.returncode != 0:
@@ -224,7 +224,24 @@ def run_bench(url: str, pid: int | None, quick: bool, only: str | None,
     out = dict(json.loads(p.stdout))
     out["loadavg_before"] = load_before
     out["loadavg_after"] = loadavg()
+    out["cpu_probe_ms_before"] = probe_before
+    out["cpu_probe_ms_after"] = cpu_probe_ms()
     return out
+
+
+def cpu_probe_ms(samples: int = 5) -> list[float]:
+    """Milliseconds a fixed pure-Python loop takes, `samples` times: the same work each time,
+    so the spread is the machine's own speed drift (shared hosts vary by tens of percent
+    from one second to the next; bench/PROFILE.md, session 8)."""
+    times = []
+    for _ in range(samples):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(300_000):
+            total += i * i
+        times.append(round((time.perf_counter() - t0) * 1000, 1))
+        time.sleep(0.05)
+    return times
 
 
 def loadavg() -> str:

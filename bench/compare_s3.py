@@ -215,8 +215,7 @@ def render(results: dict[str, Any]) -> str:
         "every figure is the median over the repeats. Load average (1, 5, 15 min) before → "
         f"after each registry run: {loads}.",
         "",
-        f"**Caveat:** {results['caveat']}",
-        "",
+        *([f"**Caveat:** {results['caveat']}", ""] if results.get("caveat") else []),
         "| Row | Cargohold (S3) | Reference registry (s3 driver) |",
         "|---|---:|---:|",
     ]

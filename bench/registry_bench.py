@@ -120,6 +120,7 @@ class Sizes:
     pull_load_connections: int = 200
     pull_load_seconds: int = 10
     pull_load_blobs: int = 20
+    small_reps: int = 3  # row 5's samples, each of small_blobs fresh blobs
 
 
 FULL = Sizes(
@@ -135,7 +136,7 @@ QUICK = Sizes(
     small_concurrency=4, manifest_connections=64, manifest_seconds=2, tags=200,
     tag_page=50, tag_concurrency=4, list_reps=2, memory_blob=64 * MiB,
     ecr_images=500, ecr_page=100, ecr_push_concurrency=4, ecr_reps=2,
-    pull_load_seconds=2,
+    pull_load_seconds=2, small_reps=1,
 )
 
 
@@ -714,33 +715,49 @@ class Bench:
 
     # 5
     def push_small(self) -> dict[str, Any]:
+        """The median of `small_reps` samples, each pushing `small_blobs` fresh blobs: one
+        sample lasts a few seconds, and on a shared machine the CPU's speed drifts by tens
+        of percent over such spans (bench/PROFILE.md, session 8)."""
         s = self.sizes
         repo = self.repo("push_small")
         rng = random.Random()
-        blobs = [os.urandom(rng.randint(s.small_min, s.small_max)) for _ in range(s.small_blobs)]
         workers = s.small_concurrency
         conns = [self.reg.conn() for _ in range(workers)]
         for c in conns:
             expect(c.request("GET", "/v2/"), (200,), "GET /v2/")
-        log(f"pushing {len(blobs)} small blobs over {workers} connections")
+        rates: list[float] = []
+        seconds: list[float] = []
+        done_total = bytes_total = 0
+        cpu0 = self.server_cpu()
+        for rep in range(s.small_reps):
+            blobs = [os.urandom(rng.randint(s.small_min, s.small_max))
+                     for _ in range(s.small_blobs)]
+            log(f"pushing {len(blobs)} small blobs over {workers} connections "
+                f"({rep + 1}/{s.small_reps})")
 
-        def worker(idx: int) -> int:
-            c = conns[idx]
-            for data in blobs[idx::workers]:
-                self.reg.push_bytes(c, repo, data)
-            return len(blobs[idx::workers])
+            def worker(idx: int, blobs: list[bytes] = blobs) -> int:
+                c = conns[idx]
+                for data in blobs[idx::workers]:
+                    self.reg.push_bytes(c, repo, data)
+                return len(blobs[idx::workers])
 
-        t0, cpu0 = time.perf_counter(), self.server_cpu()
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            done = sum(pool.map(worker, range(workers), timeout=HTTP_TIMEOUT))
-        t = time.perf_counter() - t0
-        cpu = self.cpu_per_op(cpu0, done)
-        # spot-check a few
-        for data in blobs[:: max(1, len(blobs) // 10)]:
-            self.reg.check_blob(conns[0], repo, sha256_digest(data), len(data))
-        return {"unit": "blobs/s", "value": rnd(done / t), "blobs": done,
-                "bytes_total": sum(map(len, blobs)), "connections": workers,
-                "seconds": rnd(t, 3), "method": "POST + PUT ?digest= per blob",
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                done = sum(pool.map(worker, range(workers), timeout=HTTP_TIMEOUT))
+            t = time.perf_counter() - t0
+            rates.append(done / t)
+            seconds.append(t)
+            done_total += done
+            bytes_total += sum(map(len, blobs))
+            # spot-check a few (untimed)
+            for data in blobs[:: max(1, len(blobs) // 10)]:
+                self.reg.check_blob(conns[0], repo, sha256_digest(data), len(data))
+        cpu = self.cpu_per_op(cpu0, done_total)
+        return {"unit": "blobs/s", "value": rnd(statistics.median(rates)),
+                "samples": [rnd(r) for r in rates], "blobs": s.small_blobs,
+                "bytes_total": bytes_total, "connections": workers,
+                "seconds": [rnd(x, 3) for x in seconds],
+                "method": "POST + PUT ?digest= per blob",
                 "server_cpu_ms_per_blob": cpu}
 
     # 6

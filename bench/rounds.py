@@ -3,7 +3,7 @@ targets of issue 12), and keeping the sections other bench scripts wrote into RE
 
 Each round benchmarks the reference registry, then Cargohold, so every ratio compares two
 servers measured minutes apart on the same (shared, noisy) machine; the load average of each
-run is shown next to it.
+run, and how long a fixed CPU loop took before and after it, are shown next to them.
 """
 
 from __future__ import annotations
@@ -82,6 +82,17 @@ def render_ratios(rounds: list[dict[str, Any]]) -> str:
                 loads.append(f"round {i + 1} {name}: {bench.get('loadavg_before')} → "
                              f"{bench.get('loadavg_after')}")
     lines += ["", "Load average (1/5/15 min) before → after each run: " + "; ".join(loads) + "."]
+    probes = []
+    for i, regs in enumerate(rounds):
+        for name in ("reference", "cargohold"):
+            bench = regs.get(name, {}).get("bench", {})
+            if bench.get("cpu_probe_ms_before"):
+                probes.append(f"round {i + 1} {name}: {_spread(bench['cpu_probe_ms_before'])} → "
+                              f"{_spread(bench.get('cpu_probe_ms_after') or [])}")
+    if probes:
+        lines += ["", "The same fixed CPU loop, timed 5 times before and 5 times after each run, "
+                  "fastest-slowest before → after (ms; on a shared machine the spread is its "
+                  "speed drift, which every row's figure carries): " + "; ".join(probes) + "."]
     for i, regs in enumerate(rounds):
         for name in ("cargohold", "reference"):
             load = regs.get(name, {}).get("bench", {}).get("rows", {}).get("pull_load")
@@ -106,3 +117,7 @@ def keep_sections(old: str, new: str) -> str:
     if not tail.strip():
         return new
     return new.rstrip("\n") + "\n\n" + tail.strip("\n") + "\n"
+
+
+def _spread(times: list[float]) -> str:
+    return f"{min(times):g}-{max(times):g}" if times else "?"
