@@ -18,6 +18,7 @@ from conftest import RegistryProcess
 from cargohold.http.balanced_accept import NOT_ACCEPTING, SLACK, ConnectionCounts, WorkerSlot
 
 TIMEOUT = 30
+POOLS = 5  # pools of 32 connections the even-split test opens
 
 
 def test_a_worker_is_above_its_share_only_when_another_holds_fewer_beyond_the_slack() -> None:
@@ -132,14 +133,25 @@ def wait_for_workers(server: RegistryProcess, count: int) -> list[int]:
 @pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="needs Linux /proc")
 def test_a_pool_opened_one_by_one_is_split_evenly(make_registry) -> None:
     """Before, the first worker to wake took whole runs of a pool (12 of 17 and 2 of 16 were
-    seen): its core was the limit while the other idled."""
+    seen): its core was the limit while the other idled.
+
+    A worker takes a connection the others left waiting for three of its steps back (6 ms),
+    so a stall of one worker (a descheduled core) can tilt one pool: seen once in about 100
+    pools, 18 to 14. So most pools, not every one, must be even. Without balancing, pools of
+    32 split 13/19 and 4/28 on one machine, but mostly 15/17 or 16/16 on another (whose
+    kernel wakes the waiting workers in turn): there the test below, a replacement worker's
+    catch-up, is the one that fails without it."""
     server = make_registry(["--workers", "2"])
     wait_for_workers(server, 2)
-    for _ in range(3):
+    splits = []
+    for _ in range(POOLS):
         with connections(server.port, 32) as clients:
             held = holders(server.port, clients, server.proc.pid)
         assert sum(held.values()) == 32 and 0 not in held
-        assert len(held) == 2 and max(held.values()) - min(held.values()) <= 2, held
+        assert len(held) == 2, held
+        splits.append(sorted(held.values()))
+    even = [split for split in splits if split[1] - split[0] <= 2]
+    assert len(even) >= POOLS - 1, splits
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="needs Linux /proc")
