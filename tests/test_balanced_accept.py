@@ -60,6 +60,16 @@ def test_nobody_steps_back_for_a_worker_that_is_stepping_back() -> None:
     assert first.above_share()
 
 
+def test_a_worker_killed_while_stepping_back_leaves_no_flag_to_its_replacement() -> None:
+    counts, first, _ = two_started_workers()
+    counts.stepping_back(1, True)  # then killed, before its step back ended
+    counts.stopped(1)  # the supervisor, once it died
+    replacement = WorkerSlot(counts, 1)
+    replacement.start()
+    first.changed(open=SLACK + 1)
+    assert first.above_share()  # so new connections go to the replacement
+
+
 def test_a_stopped_worker_draws_no_connections() -> None:
     counts, first, second = two_started_workers()
     first.changed(open=SLACK + 5)

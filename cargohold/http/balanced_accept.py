@@ -45,8 +45,11 @@ class ConnectionCounts:
         self._stepping_back: Any = RawArray(ctypes.c_bool, workers)
 
     def stopped(self, index: int) -> None:
-        """Worker `index` accepts no more: the others no longer leave connections to it."""
+        """Worker `index` accepts no more: the others no longer leave connections to it. A
+        worker killed while stepping back leaves its flag set; cleared here, or the others
+        would never step back for its replacement, which then could not catch up."""
         self._slots[index] = NOT_ACCEPTING
+        self._stepping_back[index] = False
 
     def set(self, index: int, count: int) -> None:
         self._slots[index] = count
