@@ -74,21 +74,17 @@ def render_ratios(rounds: list[dict[str, Any]]) -> str:
             cells.append(f"{ours:,.1f} / {ref:,.1f} = **{ratio:.2f}x**{met}")
         goal = f"≥ {target:g}x" if target is not None else "-"
         lines.append(f"| {label} | {goal} | " + " | ".join(cells) + " |")
-    loads = []
+    loads, probes = [], []
     for i, regs in enumerate(rounds):
         for name in ("reference", "cargohold"):
             bench = regs.get(name, {}).get("bench", {})
             if bench:
                 loads.append(f"round {i + 1} {name}: {bench.get('loadavg_before')} → "
                              f"{bench.get('loadavg_after')}")
-    lines += ["", "Load average (1/5/15 min) before → after each run: " + "; ".join(loads) + "."]
-    probes = []
-    for i, regs in enumerate(rounds):
-        for name in ("reference", "cargohold"):
-            bench = regs.get(name, {}).get("bench", {})
             if bench.get("cpu_probe_ms_before"):
                 probes.append(f"round {i + 1} {name}: {_spread(bench['cpu_probe_ms_before'])} → "
                               f"{_spread(bench.get('cpu_probe_ms_after') or [])}")
+    lines += ["", "Load average (1/5/15 min) before → after each run: " + "; ".join(loads) + "."]
     if probes:
         lines += ["", "The same fixed CPU loop, timed 5 times before and 5 times after each run, "
                   "fastest-slowest before → after (ms; on a shared machine the spread is its "

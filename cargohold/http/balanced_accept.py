@@ -95,6 +95,9 @@ class WorkerSlot:
     def above_share(self) -> bool:
         return self.counts.above_share(self.index)
 
+    def stepping_back(self, stepping: bool) -> None:
+        self.counts.stepping_back(self.index, stepping)
+
 
 class BalancedSockSite(BaseSite):
     """aiohttp's `SockSite` for a socket shared with other workers: accepts with the balance
@@ -142,12 +145,12 @@ class BalancedSockSite(BaseSite):
     def _pause(self, seconds: float) -> None:
         assert self._loop is not None
         self._read(False)
-        self._slot.counts.stepping_back(self._slot.index, True)
+        self._slot.stepping_back(True)
         self._resume = self._loop.call_later(seconds, self._resumed)
 
     def _resumed(self) -> None:
         self._resume = None
-        self._slot.counts.stepping_back(self._slot.index, False)
+        self._slot.stepping_back(False)
         self._read(True)
         if queued(self._sock):
             self._readable()  # it waited for the others, or another came: step back again?
