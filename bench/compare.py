@@ -10,6 +10,13 @@ Each server is started on a free 127.0.0.1 port with a fresh temporary data dire
 and stopped before the next one starts (so they never compete for CPU). Writes bench/results.json
 (raw) and bench/RESULTS.md (one row per metric, Cargohold | reference registry).
 
+The data directories are deleted only once every run is over, and the registries take turns
+going first (round 1 the reference, round 2 Cargohold, ...). On a filesystem that delays the
+reuse of deleted inodes (ext4 without a journal, as on the benchmark machines), each file
+created within minutes of a large deletion nearby costs up to 20 times more CPU
+(bench/PROFILE.md, session 9): deleting one registry's data, or running right after a
+registry that deletes files as it works, would slow the next registry's writes.
+
 Rows 1-8 and 11 run against an anonymous Cargohold (like the reference registry's config). The
 rows that need credentials (SECURE_ROWS: the Bearer-token manifest GET and ECR DescribeImages) run
 against a second, secure Cargohold, with the administrator's key from its data directory's
@@ -47,6 +54,7 @@ BENCH_TIMEOUT_QUICK = 600
 SECURE_ROWS = ("manifest_get_bearer", "describe_images")
 # Set from the command line: Cargohold's --workers (None: its default) and the write rows' clients.
 OPTIONS: dict[str, Any] = {"workers": None, "clients": None}
+LEFTOVERS: list[Path] = []  # data directories, deleted once every run is over
 
 
 def log(msg: str) -> None:
@@ -347,7 +355,7 @@ def _bench_server(name: str, label: str, make: Any, quick: bool, only: str,
         if keep:
             log(f"kept {workdir}")
         else:
-            shutil.rmtree(workdir, ignore_errors=True)
+            LEFTOVERS.append(workdir)
 
 
 # --------------------------------------------------------------------------- report
@@ -590,16 +598,21 @@ def main(argv: list[str] | None = None) -> int:
          args.cargohold_aws_credentials, functools.partial(cargohold_server, secure=True)),
     ]
     rounds: list[dict[str, Any]] = []
-    for number in range(1, max(1, args.rounds) + 1):
-        registries: dict[str, Any] = {}
-        for name, make, url, pid, credentials, make_secure in plan:
-            if name in args.skip:
-                registries[name] = {"status": "not run", "reason": "--skip " + name}
-                continue
-            log(f"=== round {number}: {name}")
-            registries[name] = bench_one(name, make, url, pid, args.quick, args.only,
-                                         args.keep, credentials, make_secure)
-        rounds.append(registries)
+    try:
+        for number in range(1, max(1, args.rounds) + 1):
+            registries: dict[str, Any] = {}
+            for name, make, url, pid, credentials, make_secure in (
+                    plan if number % 2 else plan[::-1]):
+                if name in args.skip:
+                    registries[name] = {"status": "not run", "reason": "--skip " + name}
+                    continue
+                log(f"=== round {number}: {name}")
+                registries[name] = bench_one(name, make, url, pid, args.quick, args.only,
+                                             args.keep, credentials, make_secure)
+            rounds.append(registries)
+    finally:
+        for workdir in LEFTOVERS:
+            shutil.rmtree(workdir, ignore_errors=True)
     results["registries"] = rounds[0]
     results["rounds"] = rounds
     args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -3,11 +3,11 @@ the running digest), and the errors that refuse an upload request."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from cargohold.services.hash_queue import HashQueue
 from cargohold.services.resumable_hash import ResumableHash
 from cargohold.wire.errors import ErrorCode, RegistryError
 
@@ -70,18 +70,17 @@ def chunk_length(upload_id: str, size: int, chunk_range: ChunkRange | None,
 
 
 async def hashed(body: AsyncIterator[bytes], hasher: ResumableHash,
-                  expected_length: int | None) -> AsyncIterator[bytes]:
+                 expected_length: int | None) -> AsyncIterator[bytes]:
     """The body's chunks, hashed as they pass, with their total length enforced.
 
     A large body is hashed on a thread, HASH_BATCH bytes at a time, while the event loop goes
-    on receiving and writing the next chunks (the hash releases the GIL): the digest, not the
-    disk, bounds a large push. Batches are hashed in order, one at a time; a small body
-    (below HASH_BATCH) is hashed right here, a thread hand-off costing more than that.
-    A chunked push pays the end of each PATCH's hash before its 202: 0.8 ms per 8 MiB PATCH
-    with 1 MiB batches to the end, 0.4 ms with the smaller tail batches (bench/PROFILE.md)."""
+    on receiving and writing the next chunks (hash_queue.py). A small body (below HASH_BATCH)
+    is hashed right here, a thread hand-off costing more than that. A chunked push pays the
+    end of each PATCH's hash before its 202: the last MiB of a body of known length goes to
+    the thread in smaller batches, so little is left when its last byte arrives."""
     received = batch_bytes = 0
     batch: list[bytes] = []
-    hashing: asyncio.Future[None] | None = None
+    queue: HashQueue | None = None
     try:
         async for chunk in body:
             received += len(chunk)
@@ -91,22 +90,19 @@ async def hashed(body: AsyncIterator[bytes], hasher: ResumableHash,
             batch_bytes += len(chunk)
             near_end = expected_length is not None and expected_length - received < HASH_BATCH
             if batch_bytes >= (HASH_TAIL_BATCH if near_end else HASH_BATCH):
-                if hashing is not None:
-                    await hashing
-                hashing = asyncio.get_running_loop().run_in_executor(
-                    None, _update, hasher, batch)
+                if queue is None:
+                    queue = HashQueue(hasher)
+                await queue.put(batch, batch_bytes)
                 batch, batch_bytes = [], 0
             yield chunk
         if expected_length is not None and received != expected_length:
             raise ChunkSizeMismatch
+        if queue is not None:
+            await queue.finish()
     finally:
-        if hashing is not None:
-            await hashing  # never leave a thread updating the hasher behind
-    _update(hasher, batch)
-
-
-def _update(hasher: ResumableHash, chunks: list[bytes]) -> None:
-    for chunk in chunks:
+        if queue is not None:
+            await queue.abandon()  # never leave a thread updating the hasher behind
+    for chunk in batch:
         hasher.update(chunk)
 
 

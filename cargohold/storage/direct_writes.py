@@ -12,10 +12,11 @@ large push then no longer floods either).
 
 A request's bytes up to the first block boundary, and what is left below a whole block at
 its end, go through the page cache: O_DIRECT needs aligned offsets and lengths, and those
-edges are a block at most. One buffer of a request is written while the loop fills the
-other (a third, for two writes at once, measured the same). A filesystem or device that
-refuses O_DIRECT (EINVAL) gets buffered writes from then on. Staging buffers are bounded per
-process: a request that finds none free writes through the page cache, as before.
+edges are a block at most. Up to two buffers of a request are written while the loop fills
+a third: with one write in flight, the loop waited for the disk about a third of a large
+push (bench/PROFILE.md, session 9). A filesystem or device that refuses O_DIRECT (EINVAL)
+gets buffered writes from then on. Staging buffers are bounded per process: a request that
+finds none free writes through the page cache, as before.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from collections.abc import AsyncIterator
 
 ALIGN = 4096  # a multiple of every logical block size in use (512 and 4096)
 STAGE = 1024 * 1024  # bytes a staging buffer holds
-PER_REQUEST = 2  # staging buffers a request holds: one filling while the other is written
+PER_REQUEST = 3  # staging buffers a request holds: one filling while the others are written
 MIN_DIRECT_TAIL = 64 * 1024  # a smaller remainder at the end goes through the page cache
 
 

@@ -1,0 +1,91 @@
+"""A large body's digest, computed on a thread that runs alongside the event loop.
+
+The loop receives a body and hands its pieces over in batches; one pool thread at a time
+hashes the queued batches in order (OpenSSL's update releases the GIL), and the loop waits
+only when it is more than AHEAD bytes in front. With a single batch in flight, as before,
+the loop and the hashing thread took turns: the loop waited for the previous batch's hash
+before handing over the next one, and then the thread waited for the loop (bench/PROFILE.md,
+session 9).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+
+from cargohold.services.resumable_hash import ResumableHash
+
+AHEAD = 2 << 20  # bytes queued for the thread before the loop waits: memory per upload
+
+
+class HashQueue:
+    """Feeds one hasher from the loop; every method but the worker's runs on the loop."""
+
+    def __init__(self, hasher: ResumableHash) -> None:
+        self.hasher = hasher
+        self._loop = asyncio.get_running_loop()
+        self._lock = threading.Lock()
+        self._batches: deque[list[bytes]] = deque()  # guarded by _lock
+        self._queued = 0  # bytes in _batches and in the batch being hashed; guarded by _lock
+        self._running = False  # a worker is draining _batches; guarded by _lock
+        self._draining: asyncio.Future[None] | None = None  # the last worker started
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def put(self, batch: list[bytes], size: int) -> None:
+        """Queue a batch; returns once no more than AHEAD bytes are left to hash."""
+        with self._lock:
+            self._batches.append(batch)
+            self._queued += size
+            start, self._running = not self._running, True
+            queued = self._queued
+        if start:
+            self._draining = self._loop.run_in_executor(None, self._drain)
+        while queued > AHEAD:
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+            with self._lock:
+                queued = self._queued
+
+    async def finish(self) -> None:
+        """Wait until every queued batch is hashed."""
+        if self._draining is not None:
+            await self._draining
+
+    async def abandon(self) -> None:
+        """Drop the batches not yet started and wait for the one being hashed: no thread is
+        left updating the hasher once this returns."""
+        with self._lock:
+            self._batches.clear()
+        if self._draining is not None:
+            await asyncio.wait([self._draining])
+
+    def _drain(self) -> None:
+        """On a pool thread: hash batches until none is left. The loop starts another worker
+        only once this one has found none left, so batches are hashed in order, by one
+        thread at a time."""
+        try:
+            while True:
+                with self._lock:
+                    if not self._batches:
+                        self._running = False
+                        return
+                    batch = self._batches.popleft()
+                size = 0
+                for piece in batch:
+                    self.hasher.update(piece)
+                    size += len(piece)
+                with self._lock:
+                    self._queued -= size
+                self._loop.call_soon_threadsafe(self._progressed)
+        except BaseException:
+            with self._lock:
+                self._running = False  # `finish` raises it
+            raise
+
+    def _progressed(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
