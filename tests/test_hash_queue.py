@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import random
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -72,6 +73,33 @@ def test_batches_of_any_size_are_hashed_in_order() -> None:
         return hasher.hexdigest()
 
     assert asyncio.run(run()) == hashlib.sha256(data).hexdigest()
+
+
+def test_hashing_does_not_wait_for_the_default_executor() -> None:
+    """The default executor's threads are the database's and the staged writes': a large
+    body's hashing has threads of its own, and goes on while those are all busy."""
+    async def run() -> set[str]:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=1))
+        gate = threading.Event()
+        busy = loop.run_in_executor(None, gate.wait, TIMEOUT)
+        names: set[str] = set()
+
+        class Named:
+            def update(self, data: bytes) -> None:
+                names.add(threading.current_thread().name)
+
+        try:
+            queue = HashQueue(Named())  # type: ignore[arg-type]
+            await queue.put([b"a" * 1000], 1000)
+            await asyncio.wait_for(queue.finish(), TIMEOUT / 3)
+        finally:
+            gate.set()
+            await busy
+        return names
+
+    (name,) = asyncio.run(run())
+    assert name.startswith("hash")
 
 
 def test_the_loop_waits_once_more_than_ahead_is_queued() -> None:

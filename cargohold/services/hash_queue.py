@@ -1,6 +1,6 @@
 """A large body's digest, computed on a thread that runs alongside the event loop.
 
-The loop receives a body and hands its pieces over in batches; one pool thread at a time
+The loop receives a body and hands its pieces over in batches; one hashing thread at a time
 hashes the queued batches in order (OpenSSL's update releases the GIL), and the loop waits
 only when it is more than AHEAD bytes in front. With a single batch in flight, as before,
 the loop and the hashing thread took turns: the loop waited for the previous batch's hash
@@ -11,12 +11,27 @@ session 9).
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 from cargohold.services.resumable_hash import ResumableHash
 
 AHEAD = 2 << 20  # bytes queued for the thread before the loop waits: memory per upload
+_pool: tuple[int, ThreadPoolExecutor] | None = None  # this process's, by process id
+
+
+def hashing_threads() -> ThreadPoolExecutor:
+    """This process's hashing threads, one per CPU (the work is CPU-bound). Not the default
+    executor: a worker hashing a large body keeps its thread while the body streams in, and
+    that executor's few threads are what the database calls and the staged writes need. Made
+    on first use, so a forked worker makes its own."""
+    global _pool
+    if _pool is None or _pool[0] != os.getpid():
+        _pool = (os.getpid(), ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
+                                                 thread_name_prefix="hash"))
+    return _pool[1]
 
 
 class HashQueue:
@@ -40,7 +55,7 @@ class HashQueue:
             start, self._running = not self._running, True
             queued = self._queued
         if start:
-            self._draining = self._loop.run_in_executor(None, self._drain)
+            self._draining = self._loop.run_in_executor(hashing_threads(), self._drain)
         while queued > AHEAD:
             self._waiter = self._loop.create_future()
             try:
