@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import re
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import botocore.session
-from botocore.model import OperationModel, ServiceModel, Shape
-from botocore.validate import ParamValidator
+if TYPE_CHECKING:  # botocore is imported on the first ECR request: 7 MiB a process otherwise
+    from botocore.model import OperationModel, ServiceModel, Shape
 
 TARGET_PREFIX = "AmazonEC2ContainerRegistry_V20150921"
 JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
@@ -38,6 +37,8 @@ def invalid_parameter(message: str) -> EcrError:
 
 @cache
 def service_model() -> ServiceModel:
+    import botocore.session
+
     return botocore.session.get_session().get_service_model("ecr")
 
 
@@ -56,6 +57,8 @@ def validate_request(op: OperationModel, params: Any) -> None:
     shape = op.input_shape
     if shape is None:
         return
+    from botocore.validate import ParamValidator
+
     report = ParamValidator().validate(params, shape)
     if report.has_errors():
         raise invalid_parameter(report.generate_report())

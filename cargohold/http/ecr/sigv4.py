@@ -12,10 +12,6 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
-
 from cargohold.wire.ecr import EcrError
 
 MAX_SKEW = dt.timedelta(minutes=15)
@@ -85,6 +81,11 @@ def verify(request: SignedRequest, secret_for: Callable[[str], str | None], *,
             raise _error("InvalidSignatureException", f"signed header {name!r} is missing")
         headers[name] = value
     url = f"http://{request.host}{request.path}" + (f"?{request.query}" if request.query else "")
+    # botocore on the first signed request: 7 MiB a process that never serves one
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
     aws_request = AWSRequest(method=request.method, url=url, data=request.body, headers=headers)
     aws_request.context["timestamp"] = amz_date
     signer = SigV4Auth(Credentials(key_id, secret), service, region)
