@@ -20,7 +20,7 @@ TIMEOUT = 30
 
 
 class GatedHash:
-    """A sha256 whose updates wait for `gate`, recording the thread that ran them."""
+    """A sha256 whose updates wait for `gate`, and fail if two ever run at once."""
 
     def __init__(self) -> None:
         self.inner = hashlib.sha256()
@@ -28,7 +28,6 @@ class GatedHash:
         self.entered = threading.Event()
         self.running = 0
         self.updates = 0
-        self.threads: set[int] = set()
 
     def update(self, data: bytes) -> None:
         self.running += 1
@@ -38,7 +37,6 @@ class GatedHash:
             assert self.gate.wait(TIMEOUT)
             self.inner.update(data)
             self.updates += 1
-            self.threads.add(threading.get_ident())
         finally:
             self.running -= 1
 
@@ -68,7 +66,7 @@ def test_batches_of_any_size_are_hashed_in_order() -> None:
                 size = rng.randint(1, 700_000)
                 pieces.append(data[position:position + size])
                 position += size
-            await queue.put(pieces, sum(map(len, pieces)))
+            await queue.put(pieces)
         await queue.finish()
         return hasher.hexdigest()
 
@@ -76,7 +74,7 @@ def test_batches_of_any_size_are_hashed_in_order() -> None:
 
 
 def test_hashing_does_not_wait_for_the_default_executor() -> None:
-    """The default executor's threads are the database's and the staged writes': a large
+    """The default executor's threads are the blob commits' and the staged writes': a large
     body's hashing has threads of its own, and goes on while those are all busy."""
     async def run() -> set[str]:
         loop = asyncio.get_running_loop()
@@ -91,7 +89,7 @@ def test_hashing_does_not_wait_for_the_default_executor() -> None:
 
         try:
             queue = HashQueue(Named())  # type: ignore[arg-type]
-            await queue.put([b"a" * 1000], 1000)
+            await queue.put([b"a" * 1000])
             await asyncio.wait_for(queue.finish(), TIMEOUT / 3)
         finally:
             gate.set()
@@ -108,9 +106,9 @@ def test_the_loop_waits_once_more_than_ahead_is_queued() -> None:
         queue = HashQueue(hasher)  # type: ignore[arg-type]
         batch = b"x" * (AHEAD // 2)
         for _ in range(2):  # the first is being hashed (held at the gate), the second waits
-            await asyncio.wait_for(queue.put([batch], len(batch)), TIMEOUT)
+            await asyncio.wait_for(queue.put([batch]), TIMEOUT)
         assert await asyncio.to_thread(hasher.entered.wait, TIMEOUT)
-        blocked = asyncio.ensure_future(queue.put([batch], len(batch)))
+        blocked = asyncio.ensure_future(queue.put([batch]))
         await settle()
         assert not blocked.done()  # 1.5 * AHEAD queued: the loop must wait
         hasher.gate.set()
@@ -127,7 +125,7 @@ def test_an_abandoned_queue_leaves_no_thread_hashing() -> None:
         hasher = GatedHash()
         queue = HashQueue(hasher)  # type: ignore[arg-type]
         for _ in range(3):
-            await queue.put([b"y" * 1000], 1000)
+            await queue.put([b"y" * 1000])
         assert await asyncio.to_thread(hasher.entered.wait, TIMEOUT)
         abandoning = asyncio.ensure_future(queue.abandon())
         await settle()
@@ -147,7 +145,7 @@ def test_a_failing_hash_is_raised_by_finish() -> None:
 
     async def run() -> None:
         queue = HashQueue(Broken())  # type: ignore[arg-type]
-        await queue.put([b"z"], 1)
+        await queue.put([b"z"])
         with pytest.raises(OSError, match="hash engine failed"):
             await asyncio.wait_for(queue.finish(), TIMEOUT)
 

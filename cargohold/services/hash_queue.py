@@ -24,9 +24,9 @@ _pool: tuple[int, ThreadPoolExecutor] | None = None  # this process's, by proces
 
 def hashing_threads() -> ThreadPoolExecutor:
     """This process's hashing threads, one per CPU (the work is CPU-bound). Not the default
-    executor: a worker hashing a large body keeps its thread while the body streams in, and
-    that executor's few threads are what the database calls and the staged writes need. Made
-    on first use, so a forked worker makes its own."""
+    executor: a thread hashing a large body keeps it while the body streams in, and that
+    executor's few threads are what every push's blob commit (fsync, rename) and the staged
+    writes need. Made on first use, so a forked worker makes its own."""
     global _pool
     if _pool is None or _pool[0] != os.getpid():
         _pool = (os.getpid(), ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
@@ -41,16 +41,17 @@ class HashQueue:
         self.hasher = hasher
         self._loop = asyncio.get_running_loop()
         self._lock = threading.Lock()
-        self._batches: deque[list[bytes]] = deque()  # guarded by _lock
+        self._batches: deque[tuple[list[bytes], int]] = deque()  # with sizes; guarded by _lock
         self._queued = 0  # bytes in _batches and in the batch being hashed; guarded by _lock
         self._running = False  # a worker is draining _batches; guarded by _lock
         self._draining: asyncio.Future[None] | None = None  # the last worker started
         self._waiter: asyncio.Future[None] | None = None
 
-    async def put(self, batch: list[bytes], size: int) -> None:
+    async def put(self, batch: list[bytes]) -> None:
         """Queue a batch; returns once no more than AHEAD bytes are left to hash."""
+        size = sum(map(len, batch))
         with self._lock:
-            self._batches.append(batch)
+            self._batches.append((batch, size))
             self._queued += size
             start, self._running = not self._running, True
             queued = self._queued
@@ -88,11 +89,9 @@ class HashQueue:
                     if not self._batches:
                         self._running = False
                         return
-                    batch = self._batches.popleft()
-                size = 0
+                    batch, size = self._batches.popleft()
                 for piece in batch:
                     self.hasher.update(piece)
-                    size += len(piece)
                 with self._lock:
                     self._queued -= size
                 self._loop.call_soon_threadsafe(self._progressed)

@@ -92,7 +92,7 @@ async def hashed(body: AsyncIterator[bytes], hasher: ResumableHash,
             if batch_bytes >= (HASH_TAIL_BATCH if near_end else HASH_BATCH):
                 if queue is None:
                     queue = HashQueue(hasher)
-                await queue.put(batch, batch_bytes)
+                await queue.put(batch)
                 batch, batch_bytes = [], 0
             yield chunk
         if expected_length is not None and received != expected_length:
