@@ -25,12 +25,12 @@ def test_a_batch_publishes_each_file_and_a_failure_stops_only_its_own(tmp_path: 
     existing.parent.mkdir(parents=True)
     existing.write_bytes(b"charlie")
     commits = [
-        Commit(kept, blobs / "sha256" / "aa" / "a-target", 5),  # a prefix not made yet
-        Commit(tmp_path / "uploads" / "gone", blobs / "sha256" / "dd" / "d-target", 3),
-        Commit(longer, blobs / "sha256" / "bb" / "b-target", 5),
-        Commit(again, existing, 7),
+        Commit(str(kept), str(blobs / "sha256" / "aa" / "a-target"), 5),  # a prefix not made yet
+        Commit(str(tmp_path / "uploads" / "gone"), str(blobs / "sha256" / "dd" / "d-target"), 3),
+        Commit(str(longer), str(blobs / "sha256" / "bb" / "b-target"), 5),
+        Commit(str(again), str(existing), 7),
     ]
-    outcomes = commit_files(commits, blobs, None)
+    outcomes = commit_files(commits, str(blobs), None)
 
     assert outcomes[0] is None and outcomes[2] is None and outcomes[3] is None
     assert isinstance(outcomes[1], FileNotFoundError)

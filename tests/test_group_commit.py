@@ -83,6 +83,20 @@ def test_concurrent_units_share_a_commit_and_fail_alone(database: Database) -> N
     assert names(database) == {f"repo-{i:02d}" for i in range(10)}  # no "half-written"
 
 
+def test_a_failing_unit_alone_in_its_batch_changes_nothing(database: Database) -> None:
+    async def main() -> list[object]:
+        group = GroupCommit(database, ThreadPoolExecutor(2))
+        alone = await asyncio.gather(group.submit(lambda: add_then_fail(database, "half")),
+                                     return_exceptions=True)
+        after = await group.submit(lambda: add(database, "after"))
+        return [*alone, after]
+
+    failed, after = asyncio.run(main())
+    assert isinstance(failed, ValueError)
+    assert after == 5
+    assert names(database) == {"after"}
+
+
 def test_a_batch_waits_on_a_thread_while_another_process_writes(database: Database,
                                                                  tmp_path: Path) -> None:
     lock_file = f"{tmp_path / 'metadata.db'}-writer.lock"

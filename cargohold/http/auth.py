@@ -120,7 +120,7 @@ def _audit(request: web.Request, principal: Principal | None, outcome: str, stat
         access_key_id=principal.access_key_id if principal else None,
         action=request.get("action") or f"{request.method} {request.path}"[:64],
         repository=request.get("repository"), outcome=outcome, status=status,
-        remote=request.remote, detail=detail))
+        remote=request.remote, detail=detail, request_id=request.get("request_id")))
 
 
 @web.middleware

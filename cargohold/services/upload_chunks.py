@@ -3,7 +3,6 @@ the running digest), and the errors that refuse an upload request."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -45,13 +44,6 @@ def unknown_upload(upload_id: str) -> RegistryError:
 
 def name_unknown(name: str) -> RegistryError:
     return RegistryError(ErrorCode.NAME_UNKNOWN, detail={"name": name})
-
-
-def valid_upload_id(upload_id: str) -> bool:
-    try:
-        return str(uuid.UUID(upload_id)) == upload_id
-    except ValueError:
-        return False
 
 
 def chunk_length(upload_id: str, size: int, chunk_range: ChunkRange | None,

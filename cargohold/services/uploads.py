@@ -26,7 +26,6 @@ from cargohold.services.upload_chunks import (
     range_error,
     size_mismatch,
     unknown_upload,
-    valid_upload_id,
 )
 from cargohold.storage.blobstore import (
     BlobUnverified,
@@ -34,6 +33,7 @@ from cargohold.storage.blobstore import (
     UploadMissing,
     UploadOffsetMismatch,
     UploadWriter,
+    valid_upload_id,
 )
 from cargohold.storage.exclusive import run_exclusively
 from cargohold.storage.metadata import RepositoryNotFound, UploadRecord, now_us
@@ -93,7 +93,7 @@ class UploadService:
         except RepositoryNotFound:
             await self.storage.blobs.delete_upload(upload_id)
             raise name_unknown(repository) from None
-        metrics.BLOB_UPLOADS.labels("started").inc()
+        metrics.blob_uploads("started").inc()
         return UploadRecord(upload_id, repository, algorithm, 0, 0, False, created_at)
 
     async def status(self, repository: str, upload_id: str) -> UploadState:
@@ -117,9 +117,9 @@ class UploadService:
             result = await self._complete(repository, upload_id, digest, body, chunk_range,
                                           content_length, created)
         except Exception:
-            metrics.BLOB_UPLOADS.labels("failed").inc()
+            metrics.blob_uploads("failed").inc()
             raise
-        metrics.BLOB_UPLOADS.labels("completed").inc()
+        metrics.blob_uploads("completed").inc()
         return result
 
     async def _complete(self, repository: str, upload_id: str, digest: str,

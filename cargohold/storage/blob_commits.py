@@ -18,12 +18,12 @@ Outcome = BaseException | None
 
 
 class Commit(NamedTuple):
-    source: Path  # the verified upload file
-    target: Path  # its blob path
+    source: str  # the verified upload file
+    target: str  # its blob path
     size: int  # the verified size (the file may hold more: a chunk written but not kept)
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -31,7 +31,7 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def commit_files(commits: list[Commit], blob_root: Path,
+def commit_files(commits: list[Commit], blob_root: str,
                  start_writeback: Callable[[int, int, int], None] | None) -> list[Outcome]:
     """Publish each commit; one outcome per commit (None, or the OSError that stopped it).
     A failure stops its own commit only."""
@@ -61,17 +61,17 @@ def commit_files(commits: list[Commit], blob_root: Path,
     finally:
         for _, fd in opened:
             os.close(fd)
-    directories: dict[Path, list[int]] = {}
+    directories: dict[str, list[int]] = {}
     for index, commit in enumerate(commits):
         if outcomes[index] is not None:
             continue
         try:
-            if commit.target.exists():
+            if os.path.exists(commit.target):
                 # Content-addressed: the same bytes are already in place (a concurrent push).
-                commit.source.unlink()
+                os.unlink(commit.source)
                 continue
             _rename_into_place(commit, blob_root)
-            directories.setdefault(commit.target.parent, []).append(index)
+            directories.setdefault(os.path.dirname(commit.target), []).append(index)
         except OSError as exc:
             outcomes[index] = exc
     for directory, members in directories.items():
@@ -83,11 +83,12 @@ def commit_files(commits: list[Commit], blob_root: Path,
     return outcomes
 
 
-def _rename_into_place(commit: Commit, blob_root: Path) -> None:
+def _rename_into_place(commit: Commit, blob_root: str) -> None:
     try:
         os.replace(commit.source, commit.target)
     except FileNotFoundError:  # the first blob of its prefix: no directory yet
-        commit.target.parent.mkdir(parents=True, exist_ok=True)
-        for level in (commit.target.parent.parent, blob_root):  # the new entries themselves
+        directory = os.path.dirname(commit.target)
+        os.makedirs(directory, exist_ok=True)
+        for level in (os.path.dirname(directory), blob_root):  # the new entries themselves
             fsync_dir(level)
         os.replace(commit.source, commit.target)

@@ -197,10 +197,16 @@ class Database:
 
     def batch(self, calls: Sequence[Callable[[], Any]], *, on_loop: bool) -> list[Any]:
         """Group commit (SQLite): run `calls`, store methods making one write transaction
-        each, in one transaction and one lock hand-over, each inside a savepoint of its own.
-        Returns each call's result, or the exception that rolled its savepoint back
-        (`WouldBlock` for one that needs more than the fast path: run it alone). On the
-        event loop (`on_loop`) it raises WouldBlock, having run nothing, when it would wait.
+        each, in one transaction and one lock hand-over. Returns each call's result, or the
+        exception that undid it (`WouldBlock` for one that needs more than the fast path: run
+        it alone). On the event loop (`on_loop`) it raises WouldBlock, having run nothing, when
+        it would wait.
+
+        The units run one after the other with no savepoints first (two statements fewer per
+        unit). Should one raise, the batch is rolled back and run again with each unit in a
+        savepoint of its own, so that the failing one changes nothing and fails alone. A unit
+        is a transaction's body, which may run twice (`transaction` runs one again on a full
+        Connection too).
         """
         writer = self._writer
         assert writer is not None, "group commit is SQLite's"
@@ -213,24 +219,16 @@ class Database:
             else:
                 held = self.engine.raw_connection()
                 conn = held.dbapi_connection
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError:
-                if on_loop:
-                    raise WouldBlock from None  # a writer that doesn't take our lock
-                raise
+            _begin(conn, on_loop)
             self._batching.tx = Tx(conn, self.engine.dialect)
-            results: list[Any] = []
             try:
-                for call in calls:
-                    conn.execute("SAVEPOINT unit")
-                    try:
-                        results.append(call())
-                    except Exception as exc:
-                        conn.execute("ROLLBACK TO unit")
-                        results.append(WouldBlock() if isinstance(exc, NeedsConnection) or (
-                            _busy(getattr(exc, "orig", exc))) else exc)
-                    conn.execute("RELEASE unit")
+                results, failed = _run_units(conn, calls, savepoints=False)
+                if failed:
+                    conn.rollback()
+                    if len(calls) == 1:
+                        return results  # its error, and nothing else to keep
+                    _begin(conn, on_loop)
+                    results, _ = _run_units(conn, calls, savepoints=True)
                 conn.commit()
             except BaseException:
                 conn.rollback()
@@ -242,6 +240,42 @@ class Database:
             if held is not None:
                 held.close()
             writer.release()
+
+
+def _begin(conn: Any, on_loop: bool) -> None:
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError:
+        if on_loop:
+            raise WouldBlock from None  # a writer that doesn't take our lock
+        raise
+
+
+def _run_units(conn: Any, calls: Sequence[Callable[[], Any]], *,
+               savepoints: bool) -> tuple[list[Any], bool]:
+    """Each call's result, or the error it raised; and whether one raised. Without
+    `savepoints` it stops at the first error (the caller rolls the whole batch back)."""
+    results: list[Any] = []
+    for call in calls:
+        if savepoints:
+            conn.execute("SAVEPOINT unit")
+        try:
+            results.append(call())
+        except Exception as exc:
+            if not savepoints:
+                return [_outcome(exc)], True
+            conn.execute("ROLLBACK TO unit")
+            results.append(_outcome(exc))
+        if savepoints:
+            conn.execute("RELEASE unit")
+    return results, False
+
+
+def _outcome(exc: Exception) -> Exception:
+    """What a failed unit's caller gets: WouldBlock when it must run alone, on the full path
+    or after a busy database, else its own error."""
+    return WouldBlock() if isinstance(exc, NeedsConnection) or _busy(getattr(exc, "orig", exc)
+                                                                     ) else exc
 
 
 def _busy(error: BaseException | None) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cargohold.storage.database import Database
@@ -18,6 +18,12 @@ from cargohold.storage.schema import (
     user_policies,
     users,
 )
+from cargohold.storage.sql import Prepared
+
+_INSERT_AUDIT = Prepared(insert(audit_events).values(
+    {column: bindparam(column) for column in ("at", "principal", "access_key_id", "action",
+                                              "repository", "outcome", "status", "remote",
+                                              "detail", "request_id")}))
 
 
 class UserExists(Exception):
@@ -245,8 +251,7 @@ class IdentityStore:
                  "action": e.action, "repository": e.repository, "outcome": e.outcome,
                  "status": e.status, "remote": e.remote, "detail": e.detail,
                  "request_id": e.request_id} for e in events]
-        with self.database.write() as conn:
-            conn.execute(insert(audit_events), rows)
+        self.database.transaction(lambda tx: tx.many(_INSERT_AUDIT, rows))
 
     def query_audit(self, *, limit: int = 100, principal: str | None = None,
                     repository: str | None = None, outcome: str | None = None,

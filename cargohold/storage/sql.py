@@ -111,8 +111,21 @@ class Tx:
         return int(self.execute(prepared, params).rowcount)
 
     def many(self, prepared: Prepared, rows: Sequence[dict[str, Any]]) -> None:
-        for row in rows:
-            self.execute(prepared, row)
+        """Run a statement once per row, in one driver call (`executemany`)."""
+        if not rows:
+            return
+        sql, positional, defaults = prepared.compiled(self._dialect)
+        values: list[Any]
+        if positional is not None:
+            values = [tuple(row[name] if name in row else defaults[name] for name in positional)
+                      for row in rows]
+        else:
+            values = [{**defaults, **row} for row in rows]
+        try:
+            self._cursor.executemany(sql, values)
+        except self._dialect.loaded_dbapi.Error as exc:
+            raise DBAPIError.instance(sql, values, exc, self._dialect.loaded_dbapi.Error,
+                                      dialect=self._dialect) from exc
 
 
 def tx_of(conn: Connection | Tx) -> Tx:
