@@ -10,7 +10,6 @@ import os
 import re
 import threading
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 from aiohttp import web
 
@@ -68,7 +67,7 @@ def ranged_response(request: web.Request, size: int,
     return response, start, stop
 
 
-async def send_file(request: web.Request, path: Path, size: int,
+async def send_file(request: web.Request, path: str, size: int,
                     headers: dict[str, str]) -> web.StreamResponse:
     """Answer with the file's bytes (or the requested range): by sendfile on a thread for a
     large body over plain TCP (`sendfile.py`), else read and written on the loop."""
@@ -97,7 +96,7 @@ async def send_file(request: web.Request, path: Path, size: int,
     return response
 
 
-def _small_body(streamed: web.StreamResponse, path: Path, start: int,
+def _small_body(streamed: web.StreamResponse, path: str, start: int,
                 stop: int) -> web.Response:
     """A small body read whole (one page-cache read) and answered as a plain Response, whose
     headers and body leave in one send."""

@@ -32,9 +32,10 @@ BLOB_UPLOADS = Counter("cargohold_blob_uploads_total",
 
 
 @functools.cache
-def blob_uploads(outcome: str) -> Any:
-    """BLOB_UPLOADS' child for one outcome: `labels()` costs more than the increment."""
-    return BLOB_UPLOADS.labels(outcome)
+def labelled(metric: Any, *values: str) -> Any:
+    """A metric's child for these label values, made once per process: `labels()` costs more
+    than the increment (label values are bounded, see above)."""
+    return metric.labels(*values)
 
 
 MANIFESTS_PUSHED = Counter("cargohold_manifests_pushed_total",

@@ -93,7 +93,7 @@ class UploadService:
         except RepositoryNotFound:
             await self.storage.blobs.delete_upload(upload_id)
             raise name_unknown(repository) from None
-        metrics.blob_uploads("started").inc()
+        metrics.labelled(metrics.BLOB_UPLOADS, "started").inc()
         return UploadRecord(upload_id, repository, algorithm, 0, 0, False, created_at)
 
     async def status(self, repository: str, upload_id: str) -> UploadState:
@@ -117,9 +117,9 @@ class UploadService:
             result = await self._complete(repository, upload_id, digest, body, chunk_range,
                                           content_length, created)
         except Exception:
-            metrics.blob_uploads("failed").inc()
+            metrics.labelled(metrics.BLOB_UPLOADS, "failed").inc()
             raise
-        metrics.blob_uploads("completed").inc()
+        metrics.labelled(metrics.BLOB_UPLOADS, "completed").inc()
         return result
 
     async def _complete(self, repository: str, upload_id: str, digest: str,

@@ -23,7 +23,6 @@ import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 # An upload id is a UUID in its canonical form (as `str(uuid.UUID(...))` writes it). A regular
@@ -63,7 +62,7 @@ class BlobUnverified(Exception):
 class BlobLocation:
     """Where a blob's bytes can be served from: a local file (sendfile) or a stream."""
 
-    path: Path | None
+    path: str | None  # a str: a Path costs more to build than the stat that finds it
     size: int
 
 

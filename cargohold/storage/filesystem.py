@@ -117,9 +117,9 @@ class FilesystemBlobStore:
         probe.unlink()
 
     async def locate(self, digest: str, size: int | None = None) -> BlobLocation | None:
-        path = self.blob_path(digest)  # a stat is cheap: `size` is not needed
+        path = self._blob_file(digest)  # a stat is cheap: `size` is not needed
         try:
-            size = path.stat().st_size
+            size = os.stat(path).st_size
         except FileNotFoundError:
             return None
         return BlobLocation(path=path, size=size)

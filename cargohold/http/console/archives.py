@@ -66,7 +66,7 @@ def safe_name(name: str) -> str | None:
     return normal
 
 
-def read_archive(path: Path, size: int, wanted: set[str], *, suffix: str = "") -> ArchiveView:
+def read_archive(path: str | Path, size: int, wanted: set[str], *, suffix: str = "") -> ArchiveView:
     """Walk a (gzipped) tar: keep the files named in `wanted` (normalised names), and list every
     regular file (those ending in `suffix` when one is given). Blocking; run it in a thread."""
     if size > MAX_LAYER_SIZE:
@@ -109,7 +109,7 @@ def chart_root(names: list[str]) -> str | None:
     return None
 
 
-def list_chart(path: Path, size: int) -> ArchiveView:
+def list_chart(path: str | Path, size: int) -> ArchiveView:
     """First pass lists entries; the chart's top files are at <dir>/Chart.yaml etc."""
     listing = read_archive(path, size, set())
     root = chart_root([name for name, _ in listing.entries])

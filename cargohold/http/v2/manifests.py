@@ -40,8 +40,8 @@ async def get_manifest(request: web.Request) -> web.Response:
     if request.method == "HEAD":
         return web.Response(status=200, headers=headers)
     request.app[IMAGES_KEY].note_pull(name, record.digest)
-    metrics.MANIFESTS_PULLED.labels(metrics.artifact_kind_of(record.digest, record.media_type,
-                                                             record.content)).inc()
+    metrics.labelled(metrics.MANIFESTS_PULLED, metrics.artifact_kind_of(
+        record.digest, record.media_type, record.content)).inc()
     reference = request.match_info["reference"]
     request.app[EVENTS_KEY].note_pull(name, record, None if ":" in reference else reference)
     return web.Response(status=200, body=record.content, headers=headers)
