@@ -97,6 +97,26 @@ def test_a_failing_unit_alone_in_its_batch_changes_nothing(database: Database) -
     assert names(database) == {"after"}
 
 
+def test_no_unit_runs_twice_when_another_in_its_batch_fails(database: Database) -> None:
+    runs: list[str] = []
+
+    def counted(name: str) -> int:
+        runs.append(name)  # a side effect outside the database, as the outbox's counter
+        return add(database, name)
+
+    async def main() -> list[object]:
+        group = GroupCommit(database, ThreadPoolExecutor(2))
+        futures = [group.submit(lambda: counted("first")),
+                   group.submit(lambda: add_then_fail(database, "failing")),
+                   group.submit(lambda: counted("third"))]
+        return await asyncio.gather(*futures, return_exceptions=True)
+
+    first, failed, third = asyncio.run(main())
+    assert (first, third) == (5, 5) and isinstance(failed, ValueError)
+    assert runs == ["first", "third"]
+    assert names(database) == {"first", "third"}
+
+
 def test_a_batch_waits_on_a_thread_while_another_process_writes(database: Database,
                                                                  tmp_path: Path) -> None:
     lock_file = f"{tmp_path / 'metadata.db'}-writer.lock"

@@ -202,11 +202,10 @@ class Database:
         it alone). On the event loop (`on_loop`) it raises WouldBlock, having run nothing, when
         it would wait.
 
-        The units run one after the other with no savepoints first (two statements fewer per
-        unit). Should one raise, the batch is rolled back and run again with each unit in a
-        savepoint of its own, so that the failing one changes nothing and fails alone. A unit
-        is a transaction's body, which may run twice (`transaction` runs one again on a full
-        Connection too).
+        Each unit runs in a savepoint of its own, so that a failing one changes nothing and
+        fails alone, and no unit runs twice (a unit may count what it records, as the event
+        outbox does). A batch of one unit needs no savepoint: if it fails, the transaction
+        is rolled back (two statements fewer for the many batches of one).
         """
         writer = self._writer
         assert writer is not None, "group commit is SQLite's"
@@ -222,13 +221,10 @@ class Database:
             _begin(conn, on_loop)
             self._batching.tx = Tx(conn, self.engine.dialect)
             try:
-                results, failed = _run_units(conn, calls, savepoints=False)
-                if failed:
+                results, failed = _run_units(conn, calls, savepoints=len(calls) > 1)
+                if failed:  # a batch of one, whose unit raised: nothing to keep
                     conn.rollback()
-                    if len(calls) == 1:
-                        return results  # its error, and nothing else to keep
-                    _begin(conn, on_loop)
-                    results, _ = _run_units(conn, calls, savepoints=True)
+                    return results
                 conn.commit()
             except BaseException:
                 conn.rollback()
@@ -253,8 +249,8 @@ def _begin(conn: Any, on_loop: bool) -> None:
 
 def _run_units(conn: Any, calls: Sequence[Callable[[], Any]], *,
                savepoints: bool) -> tuple[list[Any], bool]:
-    """Each call's result, or the error it raised; and whether one raised. Without
-    `savepoints` it stops at the first error (the caller rolls the whole batch back)."""
+    """Each call's result, or the error it raised. Without `savepoints` it stops at the first
+    error and says so (the caller rolls the whole batch back)."""
     results: list[Any] = []
     for call in calls:
         if savepoints:
