@@ -29,15 +29,6 @@ HTTP_SENT_BYTES = Counter("cargohold_http_sent_bytes_total",
                           "Response bytes sent (status line and headers included).", ["route"])
 BLOB_UPLOADS = Counter("cargohold_blob_uploads_total",
                        "Blob upload sessions by outcome: started, completed, failed.", ["outcome"])
-
-
-@functools.cache
-def labelled(metric: Any, *values: str) -> Any:
-    """A metric's child for these label values, made once per process: `labels()` costs more
-    than the increment (label values are bounded, see above)."""
-    return metric.labels(*values)
-
-
 MANIFESTS_PUSHED = Counter("cargohold_manifests_pushed_total",
                            "Manifests stored (new or re-tagged), by artifact kind.", ["kind"])
 MANIFESTS_PULLED = Counter("cargohold_manifests_pulled_total",
@@ -73,6 +64,13 @@ _INDEX_TYPES = {"application/vnd.oci.image.index.v1+json",
                 "application/vnd.docker.distribution.manifest.list.v2+json"}
 _IMAGE_CONFIGS = {"application/vnd.oci.image.config.v1+json",
                   "application/vnd.docker.container.image.v1+json"}
+
+
+@functools.cache
+def labelled(metric: Any, *values: str) -> Any:
+    """A metric's child for these label values, made once per process: `labels()` costs more
+    than the increment (label values are bounded, see above)."""
+    return metric.labels(*values)
 
 
 def artifact_kind(media_type: str, artifact_type: str | None = None,

@@ -218,13 +218,22 @@ class Database:
             else:
                 held = self.engine.raw_connection()
                 conn = held.dbapi_connection
-            _begin(conn, on_loop)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:
+                if on_loop:
+                    raise WouldBlock from None  # a writer that doesn't take our lock
+                raise
             self._batching.tx = Tx(conn, self.engine.dialect)
             try:
-                results, failed = _run_units(conn, calls, savepoints=len(calls) > 1)
-                if failed:  # a batch of one, whose unit raised: nothing to keep
-                    conn.rollback()
-                    return results
+                if len(calls) == 1:
+                    try:
+                        results = [calls[0]()]
+                    except Exception as exc:  # nothing else in the batch: keep nothing
+                        conn.rollback()
+                        return [_outcome(exc)]
+                else:
+                    results = _run_units(conn, calls)
                 conn.commit()
             except BaseException:
                 conn.rollback()
@@ -238,33 +247,18 @@ class Database:
             writer.release()
 
 
-def _begin(conn: Any, on_loop: bool) -> None:
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError:
-        if on_loop:
-            raise WouldBlock from None  # a writer that doesn't take our lock
-        raise
-
-
-def _run_units(conn: Any, calls: Sequence[Callable[[], Any]], *,
-               savepoints: bool) -> tuple[list[Any], bool]:
-    """Each call's result, or the error it raised. Without `savepoints` it stops at the first
-    error and says so (the caller rolls the whole batch back)."""
+def _run_units(conn: Any, calls: Sequence[Callable[[], Any]]) -> list[Any]:
+    """Each call's result, or the error whose savepoint was rolled back."""
     results: list[Any] = []
     for call in calls:
-        if savepoints:
-            conn.execute("SAVEPOINT unit")
+        conn.execute("SAVEPOINT unit")
         try:
             results.append(call())
         except Exception as exc:
-            if not savepoints:
-                return [_outcome(exc)], True
             conn.execute("ROLLBACK TO unit")
             results.append(_outcome(exc))
-        if savepoints:
-            conn.execute("RELEASE unit")
-    return results, False
+        conn.execute("RELEASE unit")
+    return results
 
 
 def _outcome(exc: Exception) -> Exception:

@@ -80,20 +80,8 @@ class Tx:
 
     def execute(self, prepared: Prepared, params: dict[str, Any] | None = None) -> Any:
         """Run a statement; the cursor, for its rows or rowcount."""
-        sql, positional, defaults = prepared.compiled(self._dialect)
-        values: Any
-        if positional is not None:
-            given = params or {}
-            values = tuple(given[name] if name in given else defaults[name]
-                           for name in positional)
-        else:
-            values = {**defaults, **params} if params else defaults
-        try:
-            self._cursor.execute(sql, values)
-        except self._dialect.loaded_dbapi.Error as exc:
-            # As SQLAlchemy would raise it (IntegrityError: the caller's retry loop knows it).
-            raise DBAPIError.instance(sql, values, exc, self._dialect.loaded_dbapi.Error,
-                                      dialect=self._dialect) from exc
+        sql, values = self._bound(prepared, params or {})
+        self._run(self._cursor.execute, sql, values)
         return self._cursor
 
     def one(self, prepared: Prepared, params: dict[str, Any] | None = None) -> Any:
@@ -114,16 +102,23 @@ class Tx:
         """Run a statement once per row, in one driver call (`executemany`)."""
         if not rows:
             return
+        bound = [self._bound(prepared, row) for row in rows]
+        self._run(self._cursor.executemany, bound[0][0], [values for _, values in bound])
+
+    def _bound(self, prepared: Prepared, params: dict[str, Any]) -> tuple[str, Any]:
+        """The statement's SQL and its parameters in the driver's form (a tuple for positional
+        paramstyles), the statement's literal defaults filling what `params` leaves out."""
         sql, positional, defaults = prepared.compiled(self._dialect)
-        values: list[Any]
         if positional is not None:
-            values = [tuple(row[name] if name in row else defaults[name] for name in positional)
-                      for row in rows]
-        else:
-            values = [{**defaults, **row} for row in rows]
+            return sql, tuple(params[name] if name in params else defaults[name]
+                              for name in positional)
+        return sql, {**defaults, **params} if params else defaults
+
+    def _run(self, call: Callable[[str, Any], Any], sql: str, values: Any) -> None:
         try:
-            self._cursor.executemany(sql, values)
+            call(sql, values)
         except self._dialect.loaded_dbapi.Error as exc:
+            # As SQLAlchemy would raise it (IntegrityError: the caller's retry loop knows it).
             raise DBAPIError.instance(sql, values, exc, self._dialect.loaded_dbapi.Error,
                                       dialect=self._dialect) from exc
 
