@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import bindparam, func, insert, select
 
-from cargohold.services.group_commit import GroupCommit
+from cargohold.services.group_commit import LOOP_ATTEMPTS, GroupCommit
 from cargohold.storage.database import Database, WouldBlock
 from cargohold.storage.schema import repositories
 from cargohold.storage.sql import Prepared, Tx
@@ -138,6 +138,46 @@ def test_a_batch_waits_on_a_thread_while_another_process_writes(database: Databa
     assert asyncio.run(main()) == [2] * 5
     holder.join(10)
     assert names(database) == {f"r{i}" for i in range(5)}
+
+
+class CountingExecutor(ThreadPoolExecutor):
+    def __init__(self) -> None:
+        super().__init__(2)
+        self.submitted = 0
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        self.submitted += 1
+        return super().submit(*args, **kwargs)
+
+
+def test_a_lock_freed_within_the_timed_attempts_costs_no_thread(database: Database,
+                                                                tmp_path: Path) -> None:
+    """Another process's hold usually ends within microseconds: the batch keeps trying on
+    the loop, a millisecond apart, before it pays for a thread."""
+    lock_file = f"{tmp_path / 'metadata.db'}-writer.lock"
+    context = multiprocessing.get_context("fork")
+    ready, release = context.Event(), context.Event()
+    holder = context.Process(target=_hold_lock, args=(lock_file, ready, release))
+    holder.start()
+    assert ready.wait(10)
+    executor = CountingExecutor()
+
+    async def main() -> list[int]:
+        group = GroupCommit(database, executor)
+        futures = [group.submit(lambda i=i: add(database, f"r{i}")) for i in range(3)]
+        for _ in range(10_000):
+            if group._attempts >= LOOP_ATTEMPTS:  # the quick tries are spent: timed ones now
+                break
+            await asyncio.sleep(0)
+        else:
+            pytest.fail("the batch never reached its timed tries")
+        release.set()
+        holder.join(10)  # the lock is free again before the next timed try
+        return await asyncio.gather(*futures)
+
+    assert asyncio.run(main()) == [2] * 3
+    assert executor.submitted == 0
+    assert names(database) == {"r0", "r1", "r2"}
 
 
 def _hold_lock(path: str, ready: Any, release: Any) -> None:

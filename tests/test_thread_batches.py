@@ -34,6 +34,24 @@ def test_jobs_arriving_during_a_batch_share_the_next_one() -> None:
     assert batches == [[0], list(range(1, 20))]
 
 
+def test_jobs_submitted_in_one_round_of_the_loop_share_the_first_batch() -> None:
+    """The first job of a quiet moment waits for the rest of its loop round: one hop for all
+    the jobs that round submits, not one for the first and another for the rest."""
+    batches: list[list[int]] = []
+
+    def run(items: list[int]) -> list[Outcome]:
+        batches.append(items)
+        return [None] * len(items)
+
+    async def scenario() -> None:
+        batcher = ThreadBatches(run)
+        await asyncio.gather(*(batcher.submit(n) for n in range(5)))
+        await batcher.submit(5)  # a later round: a batch of its own
+
+    asyncio.run(scenario())
+    assert batches == [[0, 1, 2, 3, 4], [5]]
+
+
 def test_each_caller_gets_its_own_items_outcome() -> None:
     def run(items: list[int]) -> list[Outcome]:
         return [OSError(f"item {n} failed") if n % 3 == 0 else None for n in items]

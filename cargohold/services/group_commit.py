@@ -7,9 +7,11 @@ transaction's own statements: the lock hand-over, `BEGIN`/`COMMIT`, and the relo
 another process changed. So the writes that queue up while the lock is taken are run
 together when it frees, each in a savepoint of its own (`Database.batch`): one failing unit
 changes nothing and fails alone, and every caller is answered only after the shared commit.
-A batch runs on the event loop when the lock is free, like a single short write did before;
-when another process holds it, the batch waits for it on a thread and gathers the writes
-that arrive meanwhile for the next one.
+A batch runs on the event loop when the lock is free, like a single short write did before.
+When another process holds it, the batch tries again a few times on the loop, then every
+millisecond for a few milliseconds (gathering the writes that arrive meanwhile), and only
+then waits for it on a thread: a hop to a thread and back costs 35-95 µs of CPU on a
+two-vCPU VM, more than the other process usually holds the lock (bench/PROFILE.md).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from cargohold.storage.database import Database, WouldBlock
 from cargohold.storage.thread_batches import deliver
 
 LOOP_ATTEMPTS = 4  # tries on the loop (the lock is held for microseconds) before a thread
+TIMED_ATTEMPTS = 3  # then tries RETRY_AFTER apart, still on the loop
+RETRY_AFTER = 0.001  # the event loop's timer resolution (libuv's is a millisecond)
 MAX_BATCH = 64  # units per transaction: bounds the loop's time inside one batch
 
 Unit = tuple[Callable[[], Any], "asyncio.Future[Any]"]
@@ -63,6 +67,11 @@ class GroupCommit:
             if self._attempts < LOOP_ATTEMPTS:
                 self._queue[:0] = batch  # first in line next time round
                 self._schedule()
+                return
+            if self._attempts < LOOP_ATTEMPTS + TIMED_ATTEMPTS:
+                self._queue[:0] = batch
+                self._scheduled = True  # the writes submitted meanwhile wait for the timer
+                asyncio.get_running_loop().call_later(RETRY_AFTER, self._flush)
                 return
             self._attempts = 0
             self._on_thread(batch)

@@ -97,7 +97,7 @@ class ManifestService:
         except MissingReferences as exc:
             raise RegistryError(ErrorCode.MANIFEST_BLOB_UNKNOWN,
                                 detail={"blobs": exc.blobs, "manifests": exc.manifests}) from None
-        metrics.MANIFESTS_PUSHED.labels(metrics.artifact_kind(
+        metrics.labelled(metrics.MANIFESTS_PUSHED, metrics.artifact_kind(
             manifest.media_type, manifest.artifact_type, manifest.config_media_type)).inc()
         return PushResult(manifest.digest, manifest.subject_digest, tag_names,
                           manifest.media_type, outcome.created or bool(outcome.moved_tags))

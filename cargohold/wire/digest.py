@@ -11,6 +11,7 @@ from cargohold.wire.errors import ErrorCode, RegistryError
 # Registered algorithms and the exact shape of their hex encoding.
 ALGORITHMS: dict[str, int] = {"sha256": 64, "sha512": 128}
 _GRAMMAR = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
+_LOWER_HEX = re.compile(r"[0-9a-f]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +35,7 @@ def parse_digest(value: str | None) -> Digest:
     if expected is None:
         raise RegistryError(ErrorCode.DIGEST_INVALID, f"unsupported digest algorithm {algorithm!r}",
                             {"digest": value})
-    if len(encoded) != expected or not re.fullmatch(r"[0-9a-f]+", encoded):
+    if len(encoded) != expected or not _LOWER_HEX.fullmatch(encoded):
         raise RegistryError(ErrorCode.DIGEST_INVALID, "invalid digest encoding", {"digest": value})
     return Digest(algorithm, encoded)
 
@@ -45,4 +46,8 @@ def is_digest(value: str) -> bool:
 
 
 def digest_of(data: bytes, algorithm: str = "sha256") -> Digest:
-    return Digest(algorithm, hashlib.new(algorithm, data).hexdigest())
+    return Digest(algorithm, _HASHES[algorithm](data).hexdigest())
+
+
+# The constructors themselves: `hashlib.new` looks the name up again on every call.
+_HASHES = {"sha256": hashlib.sha256, "sha512": hashlib.sha512}

@@ -33,9 +33,10 @@ def request_context() -> dict[str, Any]:
     context = requestcontext.current()
     if context is None:
         return {}
+    actor = context.actor
     return {"request": {"id": context.request_id, "addr": context.addr, "host": context.host,
                         "method": context.method, "useragent": context.useragent},
-            "actor": {"name": context.actor} if context.actor else {},
+            "actor": {"name": actor} if actor else {},
             "base_url": context.base_url}
 
 
@@ -48,7 +49,8 @@ class EventService:
         self.endpoints = list(settings.endpoints)
         self._pull_endpoints = [e for e in self.endpoints if "pull" in e.events]
         storage.outbox.router = self.route
-        storage.outbox.recorded = lambda action: metrics.EVENTS_RECORDED.labels(action).inc()
+        storage.outbox.recorded = lambda action: metrics.labelled(metrics.EVENTS_RECORDED,
+                                                                     action).inc()
         self.pulls: BatchWriter[Change] = BatchWriter(
             storage, self._record_pulls, interval=0.5, name="pull-events")
 
