@@ -119,12 +119,7 @@ def test_no_unit_runs_twice_when_another_in_its_batch_fails(database: Database) 
 
 def test_a_batch_waits_on_a_thread_while_another_process_writes(database: Database,
                                                                  tmp_path: Path) -> None:
-    lock_file = f"{tmp_path / 'metadata.db'}-writer.lock"
-    context = multiprocessing.get_context("fork")
-    ready, release = context.Event(), context.Event()
-    holder = context.Process(target=_hold_lock, args=(lock_file, ready, release))
-    holder.start()
-    assert ready.wait(10)
+    holder, release = hold_writer_lock(tmp_path)
 
     async def main() -> list[int]:
         group = GroupCommit(database, ThreadPoolExecutor(2))
@@ -154,12 +149,7 @@ def test_a_lock_freed_within_the_timed_attempts_costs_no_thread(database: Databa
                                                                 tmp_path: Path) -> None:
     """Another process's hold usually ends within microseconds: the batch keeps trying on
     the loop, a millisecond apart, before it pays for a thread."""
-    lock_file = f"{tmp_path / 'metadata.db'}-writer.lock"
-    context = multiprocessing.get_context("fork")
-    ready, release = context.Event(), context.Event()
-    holder = context.Process(target=_hold_lock, args=(lock_file, ready, release))
-    holder.start()
-    assert ready.wait(10)
+    holder, release = hold_writer_lock(tmp_path)
     executor = CountingExecutor()
 
     async def main() -> list[int]:
@@ -178,6 +168,17 @@ def test_a_lock_freed_within_the_timed_attempts_costs_no_thread(database: Databa
     assert asyncio.run(main()) == [2] * 3
     assert executor.submitted == 0
     assert names(database) == {"r0", "r1", "r2"}
+
+
+def hold_writer_lock(tmp_path: Path) -> tuple[Any, Any]:
+    """Another process holding the database's writer lock, and the event that ends it."""
+    lock_file = f"{tmp_path / 'metadata.db'}-writer.lock"
+    context = multiprocessing.get_context("fork")
+    ready, release = context.Event(), context.Event()
+    holder = context.Process(target=_hold_lock, args=(lock_file, ready, release))
+    holder.start()
+    assert ready.wait(10)
+    return holder, release
 
 
 def _hold_lock(path: str, ready: Any, release: Any) -> None:
