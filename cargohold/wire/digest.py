@@ -46,8 +46,4 @@ def is_digest(value: str) -> bool:
 
 
 def digest_of(data: bytes, algorithm: str = "sha256") -> Digest:
-    return Digest(algorithm, _HASHES[algorithm](data).hexdigest())
-
-
-# The constructors themselves: `hashlib.new` looks the name up again on every call.
-_HASHES = {"sha256": hashlib.sha256, "sha512": hashlib.sha512}
+    return Digest(algorithm, hashlib.new(algorithm, data).hexdigest())
