@@ -48,26 +48,19 @@ def two_started_workers() -> tuple[ConnectionCounts, WorkerSlot, WorkerSlot]:
     return counts, first, second
 
 
-def test_nobody_steps_back_for_a_worker_that_is_stepping_back() -> None:
-    """With short-lived connections the counts swing; two workers both waiting for each
-    other would leave connections queued."""
-    counts, first, _ = two_started_workers()
-    first.changed(open=SLACK + 1)
-    assert first.above_share()
-    counts.stepping_back(1, True)
-    assert not first.above_share()
-    counts.stepping_back(1, False)
-    assert first.above_share()
-
-
-def test_a_worker_killed_while_stepping_back_leaves_no_flag_to_its_replacement() -> None:
-    counts, first, _ = two_started_workers()
-    counts.stepping_back(1, True)  # then killed, before its step back ended
-    counts.stopped(1)  # the supervisor, once it died
-    replacement = WorkerSlot(counts, 1)
-    replacement.start()
-    first.changed(open=SLACK + 1)
-    assert first.above_share()  # so new connections go to the replacement
+def test_a_falling_count_is_reported_so_a_step_back_can_end_with_its_reason() -> None:
+    """Seen: a worker stepped back while its previous pool was still closing, and the other
+    took 7 connections in a row as it waited out its 2 ms; pools of 32 split 14 to 18."""
+    _, first, _ = two_started_workers()
+    falls: list[int] = []
+    first.on_fall = lambda: falls.append(first.counts.get(0))
+    first.changed(opening=1)
+    first.changed(open=1)
+    first.changed(open=1)
+    assert falls == []
+    first.changed(open=-1)
+    first.changed(opening=-1)
+    assert falls == [2, 1]
 
 
 def test_a_stopped_worker_draws_no_connections() -> None:
@@ -143,7 +136,10 @@ def wait_for_workers(server: RegistryProcess, count: int) -> list[int]:
 @pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="needs Linux /proc")
 def test_a_pool_opened_one_by_one_is_split_evenly(make_registry) -> None:
     """Before, the first worker to wake took whole runs of a pool (12 of 17 and 2 of 16 were
-    seen): its core was the limit while the other idled.
+    seen): its core was the limit while the other idled. Later, pools opened right after
+    the last one closed split 14/18 in most runs (11/21 once, in CI): a worker still closing
+    its last pool stepped back, and the other, not stepping back for a worker stepping back,
+    took every connection for 2 ms.
 
     A worker takes a connection the others left waiting for three of its steps back (6 ms),
     so a stall of one worker (a descheduled core) can tilt one pool: seen once in about 100

@@ -7,9 +7,14 @@ was the limit while the other idled (bench/PROFILE.md, session 7). Each worker p
 many connections it holds in memory shared across the fork; a worker holding more than
 `SLACK` above the least loaded one steps back for `DEFER` seconds, which gives the others the
 first chance; a connection still queued after `MAX_DEFERRALS` of those it takes anyway, so no
-connection waits long on a busy worker. Nobody steps back for a worker that is itself
-stepping back: with short-lived connections (one request each) the counts swing, and two
-workers both waiting halved the accept rate.
+connection waits long on a busy worker. A step back ends as soon as its reason has gone:
+a worker whose own connections close (the pool before a new one, still closing; one-request
+connections) resumes at once.
+
+Earlier versions let nobody step back for a worker that was stepping back itself, so that
+two workers would not both wait. But a step back outlived its reason: a worker still
+closing its previous pool stepped back for the whole 2 ms while the other took every
+connection (7 in a row), and pools of 32 split 14 to 18 (bench/PROFILE.md, session 12).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import errno
 import logging
 import select
 import socket
+from collections.abc import Callable
 from multiprocessing.sharedctypes import RawArray
 from typing import Any
 
@@ -42,14 +48,10 @@ class ConnectionCounts:
 
     def __init__(self, workers: int) -> None:
         self._slots: Any = RawArray(ctypes.c_int, [NOT_ACCEPTING] * workers)
-        self._stepping_back: Any = RawArray(ctypes.c_bool, workers)
 
     def stopped(self, index: int) -> None:
-        """Worker `index` accepts no more: the others no longer leave connections to it. A
-        worker killed while stepping back leaves its flag set; cleared here, or the others
-        would never step back for its replacement, which then could not catch up."""
+        """Worker `index` accepts no more: the others no longer leave connections to it."""
         self._slots[index] = NOT_ACCEPTING
-        self._stepping_back[index] = False
 
     def set(self, index: int, count: int) -> None:
         self._slots[index] = count
@@ -57,19 +59,16 @@ class ConnectionCounts:
     def get(self, index: int) -> int:
         return int(self._slots[index])
 
-    def stepping_back(self, index: int, stepping: bool) -> None:
-        self._stepping_back[index] = stepping
-
     def above_share(self, index: int) -> bool:
-        """True when another worker, not stepping back itself, holds more than `SLACK`
-        fewer connections than worker `index`."""
+        """True when another worker holds more than `SLACK` fewer connections than worker
+        `index`."""
         own = self._slots[index]
-        return any(count + SLACK < own and not self._stepping_back[other]
-                   for other, count in enumerate(self._slots))
+        return any(count + SLACK < own for count in self._slots)
 
 
 class WorkerSlot:
-    """This worker's slot: connections being accepted plus those its server holds."""
+    """This worker's slot: connections being accepted plus those its server holds.
+    `on_fall`, when set, is called whenever the count falls (a connection closed)."""
 
     def __init__(self, counts: ConnectionCounts, index: int) -> None:
         self.counts = counts
@@ -77,6 +76,7 @@ class WorkerSlot:
         self.opening = 0
         self.open = 0
         self.accepting = False
+        self.on_fall: Callable[[], None] | None = None
 
     def start(self) -> None:
         self.accepting = True
@@ -91,12 +91,11 @@ class WorkerSlot:
         self.open += open
         if self.accepting:
             self.counts.set(self.index, self.opening + self.open)
+            if opening + open < 0 and self.on_fall is not None:
+                self.on_fall()
 
     def above_share(self) -> bool:
         return self.counts.above_share(self.index)
-
-    def stepping_back(self, stepping: bool) -> None:
-        self.counts.stepping_back(self.index, stepping)
 
 
 class BalancedSockSite(BaseSite):
@@ -123,6 +122,7 @@ class BalancedSockSite(BaseSite):
         await super().start()
         self._loop = asyncio.get_running_loop()
         self._sock.setblocking(False)
+        self._slot.on_fall = self._count_fell
         self._slot.start()
         self._read(True)
 
@@ -145,12 +145,17 @@ class BalancedSockSite(BaseSite):
     def _pause(self, seconds: float) -> None:
         assert self._loop is not None
         self._read(False)
-        self._slot.stepping_back(True)
         self._resume = self._loop.call_later(seconds, self._resumed)
+
+    def _count_fell(self) -> None:
+        """A step back ends early once this worker no longer holds more than its share (a
+        pause for want of descriptors, which resets `_deferrals`, runs its course)."""
+        if self._resume is not None and self._deferrals and not self._slot.above_share():
+            self._resume.cancel()
+            self._resumed()
 
     def _resumed(self) -> None:
         self._resume = None
-        self._slot.stepping_back(False)
         self._read(True)
         if queued(self._sock):
             self._readable()  # it waited for the others, or another came: step back again?
