@@ -4,6 +4,7 @@ whose connections are traced to the process holding them through /proc."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -13,9 +14,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from aiohttp import web
 from conftest import RegistryProcess
 
-from cargohold.http.balanced_accept import NOT_ACCEPTING, SLACK, ConnectionCounts, WorkerSlot
+from cargohold.http.balanced_accept import (
+    NOT_ACCEPTING,
+    SLACK,
+    BalancedSockSite,
+    ConnectionCounts,
+    WorkerSlot,
+)
 
 TIMEOUT = 30
 POOLS = 5  # pools of 32 connections the even-split test opens
@@ -61,6 +69,40 @@ def test_a_falling_count_is_reported_so_a_step_back_can_end_with_its_reason() ->
     first.changed(open=-1)
     first.changed(opening=-1)
     assert falls == [2, 1]
+
+
+def test_a_worker_whose_own_connections_close_ends_its_step_back_and_accepts_at_once() -> None:
+    """Without the early end, the worker waited out its 2 ms while the other, stepping back
+    for it, waited too: one-request connections halved the accept rate (bench/PROFILE.md,
+    session 12)."""
+
+    async def scenario() -> None:
+        counts = ConnectionCounts(2)
+        slot, other = WorkerSlot(counts, 0), WorkerSlot(counts, 1)
+        other.start()
+        runner = web.AppRunner(web.Application())
+        await runner.setup()
+        listener = socket.create_server(("127.0.0.1", 0))
+        client: socket.socket | None = None
+        try:
+            site = BalancedSockSite(runner, listener, slot)
+            await site.start()
+            slot.changed(open=SLACK + 3)  # its last pool, still closing
+            client = socket.create_connection(listener.getsockname()[:2], timeout=TIMEOUT)
+            deadline = time.monotonic() + TIMEOUT
+            while site._resume is None:  # the loop has not seen the connection yet
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0)
+            assert slot.opening == 0  # it stepped back: the connection waits for the other
+            slot.changed(open=-(SLACK + 3))  # closed: now it holds the fewest
+            assert slot.opening == 1 and site._resume is None  # taken, with no wait
+        finally:
+            if client is not None:
+                client.close()
+            await runner.cleanup()
+            listener.close()
+
+    asyncio.run(scenario())
 
 
 def test_a_stopped_worker_draws_no_connections() -> None:
