@@ -68,7 +68,8 @@ class ConnectionCounts:
 
 class WorkerSlot:
     """This worker's slot: connections being accepted plus those its server holds.
-    `on_fall`, when set, is called whenever the count falls (a connection closed)."""
+    `on_fall`, when set, is called whenever the count falls: a connection closed, or one
+    accepted left `opening` (its server counted it in `open` a moment before)."""
 
     def __init__(self, counts: ConnectionCounts, index: int) -> None:
         self.counts = counts
