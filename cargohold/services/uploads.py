@@ -8,11 +8,11 @@ import contextlib
 import logging
 import random
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from cargohold.services import metrics
+from cargohold.services.recent import Recent
 from cargohold.services.resumable_hash import ResumableHash, new_hash, restore_hash
 from cargohold.services.retention.pins import pin_upload_blob, pinned_digest
 from cargohold.services.storage import Storage
@@ -43,6 +43,7 @@ from cargohold.wire.errors import ErrorCode, RegistryError
 
 log = logging.getLogger(__name__)
 HASHER_CACHE_SIZE = 512
+FRESH_CACHE_SIZE = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,13 +64,15 @@ class UploadService:
     hash's state and the blob store's scratch state with the new size, in one transaction
     (storage/upload_progress.py); a chunk that arrives at another node (or after a restart)
     resumes from them, so sessions need no sticky routing and the finishing node never re-reads
-    the blob. A worker also keeps the sessions it served in memory, to skip that read.
+    the blob. A worker also keeps the sessions it served in memory, to skip that read, and
+    the records of the sessions it opened, to skip reading one back while it is untouched.
     """
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
         self._progress = UploadProgressStore(storage.database)
-        self._hashers: OrderedDict[str, _Resumed] = OrderedDict()
+        self._hashers: Recent[_Resumed] = Recent(HASHER_CACHE_SIZE)
+        self._fresh: Recent[UploadRecord] = Recent(FRESH_CACHE_SIZE)  # as opened here
 
     @property
     def _create(self) -> bool:
@@ -77,6 +80,7 @@ class UploadService:
 
     async def start(self, repository: str, algorithm: str = "sha256") -> UploadState:
         record = await self._start(repository, algorithm)
+        self._fresh.put(record.id, record)
         return UploadState(record.id, 0)
 
     async def _start(self, repository: str, algorithm: str) -> UploadRecord:
@@ -161,7 +165,7 @@ class UploadService:
         resumed = await self._resume(record if body is None else None, upload_id,
                                      expected.algorithm)
         size, hasher = resumed.size, resumed.hasher
-        self._hashers.pop(upload_id, None)
+        self._hashers.pop(upload_id)
         if hasher.hexdigest() != expected.hex:
             await self.storage.blobs.delete_upload(upload_id)
             await self.storage.write(self.storage.metadata.delete_upload, repository,
@@ -213,7 +217,8 @@ class UploadService:
             raise unknown_upload(upload_id)
         removed = await self.storage.write(self.storage.metadata.delete_upload, repository,
                                            upload_id)
-        self._hashers.pop(upload_id, None)
+        self._hashers.pop(upload_id)
+        self._fresh.pop(upload_id)
         if removed:
             await self.storage.blobs.delete_upload(upload_id)
         elif not missing_ok:
@@ -228,7 +233,8 @@ class UploadService:
         owned = await self.storage.db(self.storage.metadata.known_uploads, idle) | set(stale)
         stale += [upload_id for upload_id in idle if upload_id not in owned]
         for upload_id in stale:
-            self._hashers.pop(upload_id, None)
+            self._hashers.pop(upload_id)
+            self._fresh.pop(upload_id)
             await self.storage.blobs.delete_upload(upload_id)
         if stale:
             log.info("purged %d upload sessions idle for over %.0f h", len(stale),
@@ -269,11 +275,19 @@ class UploadService:
                       ) -> AsyncIterator[tuple[UploadWriter, UploadRecord]]:
         """Hold the session exclusively, with its record read under that hold; or, for a
         session this request just `created`, that record: nobody else knows its id yet, so
-        it cannot have changed (a single-request upload reads nothing back)."""
+        it cannot have changed (a single-request upload reads nothing back). Nor can a session
+        this worker opened whose scratch data is still untouched: its size and hash state
+        change only with a chunk written there first. One gone meanwhile (cancelled, or
+        completed elsewhere) is found gone by this request's own transaction, as when the
+        record is read and the session goes right after."""
         if not valid_upload_id(upload_id):
             raise unknown_upload(upload_id)
+        opened = self._fresh.pop(upload_id)
         try:
             async with self.storage.blobs.open_upload(upload_id) as writer:
+                if created is None and opened is not None and opened.repository == repository \
+                        and writer.untouched():
+                    created = opened
                 yield writer, created or await self.session(repository, upload_id)
         except UploadConflict:
             raise RegistryError(ErrorCode.RANGE_INVALID, "another request is writing this upload",
@@ -286,7 +300,7 @@ class UploadService:
         """The upload's running hash and scratch state at its acknowledged size: from this
         worker's memory, else from the database, else (no exportable hash state) rebuilt by
         reading the stored bytes. `record` None: the state this worker just left in memory."""
-        cached = self._hashers.pop(upload_id, None)
+        cached = self._hashers.pop(upload_id)
         scratch_state = hash_state = None
         if record is None:
             assert cached is not None
@@ -306,12 +320,6 @@ class UploadService:
                                                                   scratch_state):
                     hasher.update(chunk)
         return _Resumed(algorithm, size, hasher, scratch_state)
-
-    def _remember(self, upload_id: str, resumed: _Resumed) -> None:
-        self._hashers[upload_id] = resumed
-        self._hashers.move_to_end(upload_id)
-        while len(self._hashers) > HASHER_CACHE_SIZE:
-            self._hashers.popitem(last=False)
 
     async def _complete_direct(self, repository: str, upload_id: str, expected: Digest,
                                body: AsyncIterator[bytes], chunk_range: ChunkRange | None,
@@ -365,7 +373,7 @@ class UploadService:
             raise size_mismatch() from None
         after = _Resumed(record.algorithm, new_size, hasher, writer.state)
         if not acknowledge:
-            self._remember(upload_id, after)
+            self._hashers.put(upload_id, after)
             return new_size
         try:
             acknowledged = await self.storage.write(self._progress.acknowledge, upload_id, size,
@@ -381,5 +389,5 @@ class UploadService:
                 raise unknown_upload(upload_id)
             # Another node's concurrent write to this session was acknowledged first.
             raise range_error(upload_id, current.size, "another request wrote this upload")
-        self._remember(upload_id, after)
+        self._hashers.put(upload_id, after)
         return new_size

@@ -83,6 +83,10 @@ class UploadWriter(Protocol):
     async def truncate(self, size: int) -> None:
         """Cut the scratch data back to `size` bytes."""
 
+    def untouched(self) -> bool:
+        """True only when the scratch data itself shows that no byte was ever kept, so the
+        session is still as it was opened; False when only the database can tell."""
+
     # The backend's scratch state at the acknowledged size (see the module docstring): set by
     # the caller before `write_at`, updated by `write_at`. None for the filesystem backend.
     state: str | None
