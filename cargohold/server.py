@@ -17,6 +17,7 @@ import socket
 from types import FrameType
 
 from cargohold.config import Settings
+from cargohold.heap import keep_freed_memory
 from cargohold.http.app import create_app, identity_service
 from cargohold.http.balanced_accept import ConnectionCounts, WorkerSlot
 from cargohold.http.logging import AccessLogger
@@ -92,6 +93,7 @@ def run_worker(settings: Settings, sock: socket.socket,
                counts: ConnectionCounts | None = None, index: int = 0) -> None:
     """Serve on `sock`; with `counts`, as worker `index` of those sharing it."""
     configure_logging(settings.log_level, settings.log_format)
+    keep_freed_memory()
     app = create_app(settings)
     # What the worker has imported and built lives as long as it does: out of the cyclic
     # collector's sight, a full collection walks only what requests leave behind. (Over the
