@@ -5,10 +5,11 @@ Why: a pushed body arrives in pieces of up to 256 KiB (a socket read, then the p
 of it), each a `bytes` that malloc serves, and a few MiB of them are alive at once while they
 are written and hashed. With glibc's defaults, free memory at the top of the heap goes back to
 the kernel once it exceeds a threshold that starts at 128 KiB (it follows the largest block
-freed), so every chunked PATCH grew the heap anew: 1,838 `brk` calls over three chunked pushes
-of 256 MiB, and the page faults and page clearing cost a quarter of the server's CPU for them
-(bench/PROFILE.md, session 13). Fixed thresholds keep up to TRIM_THRESHOLD free at the top,
-and serve blocks below MMAP_THRESHOLD from the heap, where a freed one is reused.
+freed), so every chunked PATCH grew the heap anew, faulting in and clearing fresh pages:
+1,838 `brk` calls over three chunked pushes of 256 MiB. Keeping the memory took about a
+quarter off the server's CPU for those pushes (bench/PROFILE.md, session 13). Fixed
+thresholds keep up to TRIM_THRESHOLD free at the top, and serve blocks below MMAP_THRESHOLD
+from the heap, where a freed one is reused.
 """
 
 from __future__ import annotations
