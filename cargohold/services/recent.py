@@ -25,6 +25,3 @@ class Recent(Generic[V]):
 
     def pop(self, key: str) -> V | None:
         return self._entries.pop(key, None)
-
-    def __len__(self) -> int:
-        return len(self._entries)
